@@ -1,0 +1,85 @@
+//! Flags, with the Python script's names, defaults and meanings.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser};
+
+const EXAMPLES: &str = "\
+Examples:
+  # Train ToM vector with default settings (all layers)
+  train-vector --contrast-type tom
+
+  # Train on specific layers
+  train-vector --contrast-type irony --layers 10,20,30
+
+  # Use different model
+  train-vector --contrast-type self_other --model google/gemma-2-9b-it
+
+  # Limit training samples and specify output directory
+  train-vector --contrast-type harmfulness --num-samples 100 --output-dir ./my_vectors/
+
+  # Use negative layer indices (count from end)
+  train-vector --contrast-type tom --layers=-1,-2,-3
+
+  # Train every contrast type with one model load
+  train-vector --contrast-type all --model ./models/gemma-2-2b-it";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "train-vector",
+    version,
+    about = "Train steering vectors for contrastive pairs",
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// Type of contrast pairs to use for training: tom, irony, self_other, harmfulness;
+    /// a comma-separated list or `all` trains several with one model load
+    #[arg(long, value_name = "TYPE")]
+    pub contrast_type: String,
+
+    /// HF model id or a local model directory
+    #[arg(long, default_value = "google/gemma-2-27b-it")]
+    pub model: String,
+
+    /// Comma-separated layer numbers (e.g. "10,20,30" or "-1,-2,-3") or "all"
+    #[arg(long, default_value = "all", allow_hyphen_values = true)]
+    pub layers: String,
+
+    /// Contrast pairs per forward batch
+    #[arg(long, default_value_t = 2)]
+    pub batch_size: usize,
+
+    /// Number of training samples to use, the first N in file order (default: all available)
+    #[arg(long, value_name = "N")]
+    pub num_samples: Option<usize>,
+
+    /// Directory to save trained vectors (created with parents)
+    #[arg(long, default_value = "./trained_vectors")]
+    pub output_dir: PathBuf,
+
+    /// Directory containing contrast pair JSON files (default: the copies built into the binary)
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+
+    /// Disable progress bar during training
+    #[arg(long)]
+    pub no_progress: bool,
+
+    /// Where to run: auto, cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+
+    /// Compute precision: auto (bf16 on CUDA, f32 on CPU), f32, bf16 or f16
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+
+    /// Replace vector files that already exist instead of stopping
+    #[arg(long)]
+    pub overwrite: bool,
+}

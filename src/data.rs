@@ -1,0 +1,344 @@
+//! Contrast types, their JSON files, and the pairs built from them.
+//!
+//! Each type names a file of objects; two of its string fields (or a shared prefix plus one of
+//! two fields) make the positive and negative texts. The shipped files are compiled in, so an
+//! installed binary trains from any directory; `--data-dir` reads the same file names instead.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// The four kinds of contrast the tool trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContrastType {
+    Tom,
+    Irony,
+    SelfOther,
+    Harmfulness,
+}
+
+/// How an entry of a contrast file becomes a pair of texts.
+struct Schema {
+    /// Field put before both sides with a space, when the type has a shared prefix.
+    prefix: Option<&'static str>,
+    positive: &'static str,
+    negative: &'static str,
+}
+
+impl ContrastType {
+    pub const ALL: [ContrastType; 4] = [
+        ContrastType::Tom,
+        ContrastType::Irony,
+        ContrastType::SelfOther,
+        ContrastType::Harmfulness,
+    ];
+
+    /// The name used on the command line and in file names.
+    pub fn key(self) -> &'static str {
+        match self {
+            ContrastType::Tom => "tom",
+            ContrastType::Irony => "irony",
+            ContrastType::SelfOther => "self_other",
+            ContrastType::Harmfulness => "harmfulness",
+        }
+    }
+
+    pub fn display_name(self) -> &'static str {
+        match self {
+            ContrastType::Tom => "Theory of Mind",
+            ContrastType::Irony => "Irony",
+            ContrastType::SelfOther => "Self-Other",
+            ContrastType::Harmfulness => "Harmfulness",
+        }
+    }
+
+    pub fn file_name(self) -> &'static str {
+        match self {
+            ContrastType::Tom => "theory_of_mind.json",
+            ContrastType::Irony => "irony.json",
+            ContrastType::SelfOther => "self_other.json",
+            ContrastType::Harmfulness => "harmfulness.json",
+        }
+    }
+
+    fn schema(self) -> Schema {
+        match self {
+            ContrastType::Tom => Schema {
+                prefix: Some("scenario"),
+                positive: "high_tom",
+                negative: "low_tom",
+            },
+            ContrastType::Irony => Schema {
+                prefix: None,
+                positive: "literal",
+                negative: "ironic",
+            },
+            ContrastType::SelfOther => Schema {
+                prefix: None,
+                positive: "self_subject",
+                negative: "other_subject",
+            },
+            ContrastType::Harmfulness => Schema {
+                prefix: Some("instruction"),
+                positive: "harmless",
+                negative: "harmful",
+            },
+        }
+    }
+
+    /// The fields an entry must carry, in schema order.
+    pub fn required_fields(self) -> Vec<&'static str> {
+        let s = self.schema();
+        s.prefix
+            .into_iter()
+            .chain([s.positive, s.negative])
+            .collect()
+    }
+
+    pub fn parse(name: &str) -> Option<ContrastType> {
+        Self::ALL.into_iter().find(|t| t.key() == name)
+    }
+
+    /// The file compiled into the binary.
+    fn shipped(self) -> &'static str {
+        match self {
+            ContrastType::Tom => include_str!("../data/contrast_pairs/theory_of_mind.json"),
+            ContrastType::Irony => include_str!("../data/contrast_pairs/irony.json"),
+            ContrastType::SelfOther => include_str!("../data/contrast_pairs/self_other.json"),
+            ContrastType::Harmfulness => include_str!("../data/contrast_pairs/harmfulness.json"),
+        }
+    }
+}
+
+/// Parses `--contrast-type`: one name, a comma-separated list, or `all`.
+pub fn parse_contrast_types(spec: &str) -> Result<Vec<ContrastType>> {
+    let valid = || {
+        let names: Vec<_> = ContrastType::ALL.iter().map(|t| t.key()).collect();
+        format!("valid types: {}, or `all`", names.join(", "))
+    };
+    if spec.trim() == "all" {
+        return Ok(ContrastType::ALL.to_vec());
+    }
+    let mut types = Vec::new();
+    for part in spec.split(',') {
+        let name = part.trim();
+        let t = ContrastType::parse(name).ok_or_else(|| {
+            Error::new(format!("invalid value `{name}` for `--contrast-type`")).with_hint(valid())
+        })?;
+        if types.contains(&t) {
+            return Err(Error::new(format!(
+                "`--contrast-type` names `{name}` twice"
+            )));
+        }
+        types.push(t);
+    }
+    Ok(types)
+}
+
+/// One training example: the same context with and without the targeted property.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContrastPair {
+    pub positive: String,
+    pub negative: String,
+}
+
+/// Where contrast files are read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataSource {
+    /// The copies compiled into the binary.
+    Shipped,
+    Dir(PathBuf),
+}
+
+impl DataSource {
+    pub fn describe(&self, t: ContrastType) -> String {
+        match self {
+            DataSource::Shipped => format!("built-in {}", t.file_name()),
+            DataSource::Dir(d) => d.join(t.file_name()).display().to_string(),
+        }
+    }
+}
+
+/// Pairs of one contrast type, with how many the file held before `--num-samples`.
+#[derive(Debug, Clone)]
+pub struct LoadedPairs {
+    pub contrast: ContrastType,
+    pub pairs: Vec<ContrastPair>,
+    pub available: usize,
+}
+
+/// Reads, validates and builds the pairs of `t`, keeping the first `limit` in file order.
+pub fn load_pairs(
+    source: &DataSource,
+    t: ContrastType,
+    limit: Option<usize>,
+) -> Result<LoadedPairs> {
+    let (text, origin) = match source {
+        DataSource::Shipped => (t.shipped().to_string(), format!("built-in `{}`", t.file_name())),
+        DataSource::Dir(dir) => {
+            let path = dir.join(t.file_name());
+            (read_text(&path)?, format!("`{}`", path.display()))
+        }
+    };
+    let pairs = parse_pairs(&text, t).map_err(|e| e.context(&origin))?;
+    let available = pairs.len();
+    let pairs = match limit {
+        Some(n) => pairs.into_iter().take(n).collect(),
+        None => pairs,
+    };
+    Ok(LoadedPairs {
+        contrast: t,
+        pairs,
+        available,
+    })
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        let err = Error::new(format!("cannot read contrast pairs file `{}`: {e}", path.display()));
+        if e.kind() == std::io::ErrorKind::NotFound {
+            err.with_hint("`--data-dir` must hold theory_of_mind.json, irony.json, self_other.json and harmfulness.json")
+        } else {
+            err
+        }
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        Error::new(format!(
+            "contrast pairs file `{}` is not valid UTF-8 (byte {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+/// Parses the JSON text of a contrast file of type `t` into pairs.
+pub fn parse_pairs(text: &str, t: ContrastType) -> Result<Vec<ContrastPair>> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        Error::new(format!(
+            "not valid JSON at line {}, column {}: {e}",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let Value::Array(entries) = value else {
+        return Err(Error::new(format!(
+            "expected a JSON list of objects, found {}",
+            kind(&value)
+        )));
+    };
+    if entries.is_empty() {
+        return Err(Error::new("the list of contrast pairs is empty"));
+    }
+    let schema = t.schema();
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let Value::Object(obj) = entry else {
+                return Err(Error::new(format!(
+                    "entry {i} is {}, expected an object",
+                    kind(entry)
+                )));
+            };
+            let field = |name: &str| -> Result<&str> {
+                match obj.get(name) {
+                    None => Err(Error::new(format!("entry {i} has no `{name}` field"))
+                        .with_hint(format!(
+                            "each `{}` entry needs the fields {}",
+                            t.key(),
+                            t.required_fields()
+                                .iter()
+                                .map(|f| format!("`{f}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))),
+                    Some(Value::String(s)) if s.trim().is_empty() => {
+                        Err(Error::new(format!("entry {i} has an empty `{name}` field")))
+                    }
+                    Some(Value::String(s)) => Ok(s.as_str()),
+                    Some(other) => Err(Error::new(format!(
+                        "entry {i} field `{name}` is {}, expected a string",
+                        kind(other)
+                    ))),
+                }
+            };
+            let prefix = schema.prefix.map(field).transpose()?;
+            let (pos, neg) = (field(schema.positive)?, field(schema.negative)?);
+            let join = |side: &str| match prefix {
+                Some(p) => format!("{p} {side}"),
+                None => side.to_string(),
+            };
+            Ok(ContrastPair {
+                positive: join(pos),
+                negative: join(neg),
+            })
+        })
+        .collect()
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tom_joins_scenario_with_a_space() {
+        let text = r#"[{"scenario": "S.", "high_tom": "A.", "low_tom": "B.", "category": "x"}]"#;
+        let pairs = parse_pairs(text, ContrastType::Tom).unwrap();
+        assert_eq!(pairs[0].positive, "S. A.");
+        assert_eq!(pairs[0].negative, "S. B.");
+    }
+
+    #[test]
+    fn harmfulness_positive_is_the_harmless_side() {
+        let text = r#"[{"instruction": "Do X.", "harmless": "No.", "harmful": "Yes."}]"#;
+        let pairs = parse_pairs(text, ContrastType::Harmfulness).unwrap();
+        assert_eq!(pairs[0].positive, "Do X. No.");
+        assert_eq!(pairs[0].negative, "Do X. Yes.");
+    }
+
+    #[test]
+    fn errors_name_the_entry_and_field() {
+        let text = r#"[{"literal": "a", "ironic": "b"}, {"literal": "a"}]"#;
+        let err = parse_pairs(text, ContrastType::Irony).unwrap_err();
+        assert_eq!(err.message(), "entry 1 has no `ironic` field");
+        let text = r#"[{"self_subject": " ", "other_subject": "b"}]"#;
+        let err = parse_pairs(text, ContrastType::SelfOther).unwrap_err();
+        assert_eq!(err.message(), "entry 0 has an empty `self_subject` field");
+        let err = parse_pairs("[3]", ContrastType::SelfOther).unwrap_err();
+        assert_eq!(err.message(), "entry 0 is a number, expected an object");
+    }
+
+    #[test]
+    fn contrast_type_lists() {
+        assert_eq!(parse_contrast_types("all").unwrap().len(), 4);
+        assert_eq!(
+            parse_contrast_types("tom,irony").unwrap(),
+            vec![ContrastType::Tom, ContrastType::Irony]
+        );
+        assert!(parse_contrast_types("tom,tom").is_err());
+        let err = parse_contrast_types("humor").unwrap_err();
+        assert!(err.message().contains("`--contrast-type`"));
+        assert!(err.hint().unwrap().contains("self_other"));
+    }
+
+    #[test]
+    fn shipped_files_parse() {
+        for t in ContrastType::ALL {
+            let loaded = load_pairs(&DataSource::Shipped, t, None).unwrap();
+            assert!(loaded.pairs.len() >= 20, "{} has too few pairs", t.key());
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! train-vector: steering vectors for transformer language models, trained from contrast pairs.
+//!
+//! The pipeline reads top to bottom: [`data`] loads contrast pairs, [`layers`] resolves which
+//! decoder blocks to read, [`model`] runs the forward pass with hooks, [`train`] turns captured
+//! activations into a mean-difference vector, and [`vector`] writes and reads the result.
+
+pub mod cli;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod layers;
+pub mod model;
+pub mod naming;
+pub mod resources;
+pub mod train;
+pub mod vector;
+
+pub use error::{Error, Result};

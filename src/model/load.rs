@@ -1,0 +1,260 @@
+//! `--model` to a runnable model: a local directory or an HF repo id, then config, tokenizer
+//! and memory-mapped weights (one file or the shards an index lists).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use tokenizers::Tokenizer;
+
+use super::config::{read_config, Architecture};
+use super::hub::HubRepo;
+use super::{gemma2, DecoderModel};
+use crate::error::{Error, Result};
+
+/// Where a model's files are, before anything heavy is read.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    /// How the user named it: a directory, or an HF repo id.
+    pub origin: String,
+    pub config: PathBuf,
+    pub tokenizer: PathBuf,
+    pub weights: Vec<PathBuf>,
+}
+
+/// What the config says, enough to resolve layers and name outputs.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub files: ModelFiles,
+    pub architecture: Architecture,
+    pub config_text: String,
+    pub num_layers: usize,
+    pub hidden_size: usize,
+}
+
+pub struct LoadOptions {
+    pub device: Device,
+    pub dtype: DType,
+    /// Blocks to load, from block 0; `None` loads all of them.
+    pub num_blocks: Option<usize>,
+}
+
+pub struct LoadedModel {
+    pub model: Box<dyn DecoderModel>,
+    pub tokenizer: Tokenizer,
+    pub pad_id: u32,
+    pub spec: ModelSpec,
+}
+
+/// True when `--model` is meant as a path rather than an HF repo id.
+fn looks_like_path(model: &str) -> bool {
+    let p = Path::new(model);
+    p.exists()
+        || model.starts_with(['.', '/', '~'])
+        || model.matches('/').count() > 1
+        || model.contains('\\')
+        || model.ends_with('/')
+}
+
+/// Finds config, tokenizer and weights for `--model`.
+pub fn locate(model: &str) -> Result<ModelFiles> {
+    if model.trim().is_empty() {
+        return Err(Error::new("`--model` is empty"));
+    }
+    if looks_like_path(model) {
+        locate_dir(model)
+    } else {
+        locate_hub(model)
+    }
+}
+
+fn locate_dir(model: &str) -> Result<ModelFiles> {
+    let dir = PathBuf::from(model);
+    if !dir.is_dir() {
+        return Err(Error::new(format!("model directory `{model}` does not exist"))
+            .with_hint("`--model` takes a local directory with config.json, tokenizer.json and safetensors weights, or an HF repo id such as `google/gemma-2-9b-it`"));
+    }
+    let need = |name: &str| -> Result<PathBuf> {
+        let p = dir.join(name);
+        if p.is_file() {
+            Ok(p)
+        } else {
+            Err(Error::new(format!("model directory `{model}` has no `{name}`")))
+        }
+    };
+    let config = need("config.json")?;
+    let tokenizer = need("tokenizer.json")?;
+    let index = dir.join("model.safetensors.index.json");
+    let weights = if index.is_file() {
+        shards_from_index(&index, &dir)?
+    } else if dir.join("model.safetensors").is_file() {
+        vec![dir.join("model.safetensors")]
+    } else {
+        return Err(Error::new(format!(
+            "model directory `{model}` has no `model.safetensors` or `model.safetensors.index.json`"
+        ))
+        .with_hint("only safetensors weights are supported; convert `.bin` checkpoints with `save_pretrained(safe_serialization=True)`"));
+    };
+    Ok(ModelFiles {
+        origin: model.to_string(),
+        config,
+        tokenizer,
+        weights,
+    })
+}
+
+fn locate_hub(id: &str) -> Result<ModelFiles> {
+    let repo = HubRepo::new(id)?;
+    let config = repo.get("config.json")?;
+    let tokenizer = repo.get("tokenizer.json")?;
+    let weights = match repo.try_get("model.safetensors.index.json")? {
+        Some(index) => {
+            let names = shard_names(&index)?;
+            names
+                .iter()
+                .map(|n| repo.get(n))
+                .collect::<Result<Vec<_>>>()?
+        }
+        None => vec![repo
+            .try_get("model.safetensors")?
+            .ok_or_else(|| repo.missing("model.safetensors"))?],
+    };
+    Ok(ModelFiles {
+        origin: repo.id().to_string(),
+        config,
+        tokenizer,
+        weights,
+    })
+}
+
+/// The distinct shard file names an index maps tensors to, in a stable order.
+fn shard_names(index: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(index)
+        .map_err(|e| Error::new(format!("cannot read `{}`: {e}", index.display())))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::new(format!("`{}` is not valid JSON: {e}", index.display())))?;
+    let map = value
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::new(format!("`{}` has no `weight_map`", index.display())))?;
+    let mut names = BTreeSet::new();
+    for (tensor, file) in map {
+        let file = file.as_str().ok_or_else(|| {
+            Error::new(format!(
+                "`{}` maps `{tensor}` to a non-string",
+                index.display()
+            ))
+        })?;
+        names.insert(file.to_string());
+    }
+    Ok(names.into_iter().collect())
+}
+
+fn shards_from_index(index: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
+    shard_names(index)?
+        .into_iter()
+        .map(|name| {
+            let p = dir.join(&name);
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(Error::new(format!(
+                    "shard `{name}` listed in `{}` is missing",
+                    index.display()
+                )))
+            }
+        })
+        .collect()
+}
+
+/// Reads the config of located files.
+pub fn inspect(files: ModelFiles) -> Result<ModelSpec> {
+    let (config_text, architecture) = read_config(&files.config)?;
+    let (num_layers, hidden_size) = match architecture {
+        Architecture::Gemma2 => {
+            let cfg = gemma2_config(&config_text, &files.config)?;
+            (cfg.num_hidden_layers, cfg.hidden_size)
+        }
+    };
+    Ok(ModelSpec {
+        files,
+        architecture,
+        config_text,
+        num_layers,
+        hidden_size,
+    })
+}
+
+fn gemma2_config(text: &str, path: &Path) -> Result<gemma2::Config> {
+    let cfg: gemma2::Config = serde_json::from_str(text).map_err(|e| {
+        Error::new(format!("`{}` is not a valid Gemma-2 config: {e}", path.display()))
+    })?;
+    cfg.validate()
+        .map_err(|e| e.context(format!("`{}`", path.display())))?;
+    Ok(cfg)
+}
+
+/// Loads the tokenizer and the weights of the blocks `opts` asks for.
+pub fn load_model(spec: ModelSpec, opts: &LoadOptions) -> Result<LoadedModel> {
+    let tokenizer = load_tokenizer(&spec.files.tokenizer)?;
+    // SAFETY: the files are memory-mapped read-only; candle copies what it uses into tensors.
+    let vb = unsafe {
+        VarBuilder::from_mmaped_safetensors(&spec.files.weights, opts.dtype, &opts.device)
+    }
+    .map_err(|e| {
+        Error::new(format!(
+            "cannot read weights of `{}`: {e}",
+            spec.files.origin
+        ))
+    })?;
+    let (model, pad_id): (Box<dyn DecoderModel>, u32) = match spec.architecture {
+        Architecture::Gemma2 => {
+            let cfg = gemma2_config(&spec.config_text, &spec.files.config)?;
+            let blocks = opts.num_blocks.unwrap_or(cfg.num_hidden_layers);
+            let model = gemma2::Model::new(&cfg, blocks, vb).map_err(|e| {
+                e.context(format!("cannot load weights of `{}`", spec.files.origin))
+            })?;
+            (Box::new(model), cfg.pad_token_id.unwrap_or(0))
+        }
+    };
+    let tok_vocab = tokenizer.get_vocab_size(true);
+    if tok_vocab > model.vocab_size() {
+        return Err(Error::new(format!(
+            "tokenizer `{}` has {tok_vocab} tokens but the model's embedding has only {}",
+            spec.files.tokenizer.display(),
+            model.vocab_size()
+        ))
+        .with_hint("the tokenizer belongs to another model"));
+    }
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        pad_id,
+        spec,
+    })
+}
+
+/// A tokenizer that encodes like HF's `tokenizer(text)`: special tokens, no truncation.
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    let mut tok = Tokenizer::from_file(path)
+        .map_err(|e| Error::new(format!("cannot load tokenizer `{}`: {e}", path.display())))?;
+    tok.with_truncation(None)
+        .map_err(|e| Error::new(format!("tokenizer `{}`: {e}", path.display())))?;
+    tok.with_padding(None);
+    Ok(tok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_ids_are_not_paths() {
+        assert!(!looks_like_path("google/gemma-2-27b-it"));
+        assert!(!looks_like_path("gpt2"));
+        assert!(looks_like_path("./model"));
+        assert!(looks_like_path("tests/fixtures/x/y"));
+        assert!(looks_like_path("/abs/model"));
+    }
+}

@@ -1,0 +1,94 @@
+//! The model seen by the trainer and by steering: one forward path with a hook after each block.
+//!
+//! A [`LayerHook`] sees the residual stream leaving every decoder block that runs and may
+//! replace it: capturing activations for training and adding a steering vector are the same
+//! hook point, so a vector is always applied exactly where it was read.
+
+pub mod config;
+pub mod gemma2;
+pub mod hub;
+pub mod load;
+pub mod mask;
+
+use candle_core::{Device, Tensor};
+
+use crate::error::{Error, Result};
+
+pub use load::{load_model, LoadOptions, LoadedModel};
+
+/// Token sequences of one forward call, right-padded to a common length.
+#[derive(Debug, Clone)]
+pub struct TokenBatch {
+    /// `[batch, max_len]` token ids, padding after each sequence's real tokens.
+    pub input_ids: Tensor,
+    /// Real (non-pad) tokens per sequence; every sequence has at least one.
+    pub lengths: Vec<usize>,
+}
+
+impl TokenBatch {
+    /// Packs sequences into one right-padded batch on `device`.
+    pub fn new(seqs: &[&[u32]], pad_id: u32, device: &Device) -> Result<TokenBatch> {
+        if seqs.is_empty() || seqs.iter().any(|s| s.is_empty()) {
+            return Err(Error::new("a forward batch needs non-empty sequences"));
+        }
+        let max_len = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+        let mut flat = Vec::with_capacity(seqs.len() * max_len);
+        for s in seqs {
+            flat.extend_from_slice(s);
+            flat.extend(std::iter::repeat_n(pad_id, max_len - s.len()));
+        }
+        let input_ids = Tensor::from_vec(flat, (seqs.len(), max_len), device)?;
+        Ok(TokenBatch {
+            input_ids,
+            lengths: seqs.iter().map(|s| s.len()).collect(),
+        })
+    }
+
+    pub fn max_len(&self) -> usize {
+        self.lengths.iter().copied().max().unwrap_or(0)
+    }
+
+    pub fn real_tokens(&self) -> usize {
+        self.lengths.iter().sum()
+    }
+}
+
+/// Called with the residual stream leaving block `layer`, `[batch, seq, hidden]`.
+pub trait LayerHook {
+    /// Returns a replacement residual stream, or `None` to leave it unchanged.
+    fn after_block(
+        &mut self,
+        layer: usize,
+        residual: &Tensor,
+        batch: &TokenBatch,
+    ) -> Result<Option<Tensor>>;
+}
+
+/// A hook that does nothing: the plain forward pass.
+pub struct NoHook;
+
+impl LayerHook for NoHook {
+    fn after_block(&mut self, _: usize, _: &Tensor, _: &TokenBatch) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+}
+
+/// A decoder-only transformer whose blocks the hooks can see.
+pub trait DecoderModel {
+    /// Decoder blocks in the checkpoint.
+    fn num_layers(&self) -> usize;
+    /// Blocks whose weights are loaded: the forward can run through `0..loaded_layers()`.
+    fn loaded_layers(&self) -> usize;
+    fn hidden_size(&self) -> usize;
+    fn vocab_size(&self) -> usize;
+    /// The longest sequence the model was trained for, when the config says.
+    fn max_positions(&self) -> Option<usize>;
+    fn device(&self) -> &Device;
+    /// Runs blocks `0..=last_layer` and returns the residual stream leaving `last_layer`.
+    fn forward_blocks(
+        &self,
+        batch: &TokenBatch,
+        last_layer: usize,
+        hook: &mut dyn LayerHook,
+    ) -> Result<Tensor>;
+}

@@ -1,0 +1,319 @@
+//! A steering vector (layer -> direction) and its three files: `.safetensors` (tensors and
+//! provenance), `.json` (the Python script's metadata sidecar) and `.pkl` (a bincode stand-in
+//! for the pickled `steering_vectors.SteeringVector`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// steering-vectors' layer type for the residual stream leaving a decoder block.
+pub const DECODER_BLOCK: &str = "decoder_block";
+
+/// What identifies a `.pkl` written by this tool.
+const PKL_FORMAT: &str = "train-vector/SteeringVector";
+const PKL_VERSION: u32 = 1;
+/// Upper bound on what a `.pkl` may make the decoder allocate.
+const PKL_LIMIT: usize = 1 << 30;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SteeringVector {
+    /// Absolute 0-based block index -> direction, all of one length.
+    pub layer_activations: BTreeMap<usize, Vec<f32>>,
+    pub layer_type: String,
+    /// Provenance: contrast type, model, dates; kept in every file format.
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PklVector {
+    format: String,
+    version: u32,
+    layer_type: String,
+    layer_activations: Vec<(u32, Vec<f32>)>,
+    metadata: Vec<(String, String)>,
+}
+
+impl SteeringVector {
+    pub fn new(layer_activations: BTreeMap<usize, Vec<f32>>) -> Self {
+        Self {
+            layer_activations,
+            layer_type: DECODER_BLOCK.to_string(),
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    pub fn hidden_size(&self) -> Option<usize> {
+        self.layer_activations.values().next().map(Vec::len)
+    }
+
+    fn check(self, origin: &str) -> Result<Self> {
+        let bad = |what: String| Err(Error::new(format!("`{origin}` {what}")));
+        let Some(h) = self.hidden_size() else {
+            return bad("holds no layers".to_string());
+        };
+        if h == 0 {
+            return bad("holds empty vectors".to_string());
+        }
+        for (l, v) in &self.layer_activations {
+            if v.len() != h {
+                return bad(format!(
+                    "has layer {l} of length {}, others of {h}",
+                    v.len()
+                ));
+            }
+            if v.iter().any(|x| !x.is_finite()) {
+                return bad(format!("has non-finite values at layer {l}"));
+            }
+        }
+        Ok(self)
+    }
+
+    /// One F32 tensor `layer_{k}` per layer, provenance in `__metadata__`.
+    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        let bytes: Vec<(String, Vec<u8>)> = self
+            .layer_activations
+            .iter()
+            .map(|(l, v)| {
+                let raw = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                (format!("layer_{l}"), raw)
+            })
+            .collect();
+        let views = bytes
+            .iter()
+            .map(|(name, raw)| {
+                let view = TensorView::new(Dtype::F32, vec![raw.len() / 4], raw)
+                    .map_err(|e| Error::new(format!("cannot build tensor `{name}`: {e}")))?;
+                Ok((name.clone(), view))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut meta: HashMap<String, String> = self.metadata.clone().into_iter().collect();
+        meta.insert("layer_type".to_string(), self.layer_type.clone());
+        safetensors::tensor::serialize(views, Some(meta))
+            .map_err(|e| Error::new(format!("cannot serialize vector: {e}")))
+    }
+
+    pub fn from_safetensors(bytes: &[u8], origin: &str) -> Result<Self> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| {
+            Error::new(format!("`{origin}` is not a valid safetensors file: {e}"))
+        })?;
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| Error::new(format!("`{origin}` has an invalid header: {e}")))?;
+        let mut metadata: BTreeMap<String, String> = header
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let layer_type = metadata
+            .remove("layer_type")
+            .unwrap_or_else(|| DECODER_BLOCK.to_string());
+        let mut layers = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let layer = name
+                .strip_prefix("layer_")
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| {
+                    Error::new(format!(
+                        "`{origin}` has tensor `{name}`, expected `layer_<k>` names"
+                    ))
+                })?;
+            if view.dtype() != Dtype::F32 || view.shape().len() != 1 {
+                return Err(Error::new(format!(
+                    "`{origin}` tensor `{name}` is {:?} {:?}, expected a 1-D F32 vector",
+                    view.dtype(),
+                    view.shape()
+                )));
+            }
+            let v = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            layers.insert(layer, v);
+        }
+        SteeringVector {
+            layer_activations: layers,
+            layer_type,
+            metadata,
+        }
+        .check(origin)
+    }
+
+    pub fn to_pkl(&self) -> Result<Vec<u8>> {
+        let v = PklVector {
+            format: PKL_FORMAT.to_string(),
+            version: PKL_VERSION,
+            layer_type: self.layer_type.clone(),
+            layer_activations: self
+                .layer_activations
+                .iter()
+                .map(|(l, v)| (*l as u32, v.clone()))
+                .collect(),
+            metadata: self.metadata.clone().into_iter().collect(),
+        };
+        bincode::serde::encode_to_vec(&v, bincode::config::standard())
+            .map_err(|e| Error::new(format!("cannot encode vector: {e}")))
+    }
+
+    pub fn from_pkl(bytes: &[u8], origin: &str) -> Result<Self> {
+        let config = bincode::config::standard().with_limit::<PKL_LIMIT>();
+        let (v, used): (PklVector, usize) = bincode::serde::decode_from_slice(bytes, config)
+            .map_err(|e| Error::new(format!("`{origin}` is not a train-vector .pkl file: {e}")))?;
+        if v.format != PKL_FORMAT || v.version != PKL_VERSION {
+            return Err(Error::new(format!(
+                "`{origin}` is not a train-vector .pkl file (format `{}` version {})",
+                v.format, v.version
+            )));
+        }
+        if used != bytes.len() {
+            return Err(Error::new(format!(
+                "`{origin}` has {} trailing bytes",
+                bytes.len() - used
+            )));
+        }
+        SteeringVector {
+            layer_activations: v
+                .layer_activations
+                .into_iter()
+                .map(|(l, v)| (l as usize, v))
+                .collect(),
+            layer_type: v.layer_type,
+            metadata: v.metadata.into_iter().collect(),
+        }
+        .check(origin)
+    }
+
+    /// Reads a `.safetensors` or `.pkl` vector, chosen by extension.
+    pub fn load(path: &Path) -> Result<Self> {
+        let origin = path.display().to_string();
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::new(format!("cannot read vector `{origin}`: {e}")))?;
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("safetensors") => Self::from_safetensors(&bytes, &origin),
+            Some("pkl") => Self::from_pkl(&bytes, &origin),
+            _ => Err(Error::new(format!(
+                "cannot tell the format of vector `{origin}`"
+            ))
+            .with_hint("vector files end in `.safetensors` or `.pkl`")),
+        }
+    }
+}
+
+/// The three files of one trained vector, all or none.
+pub struct VectorFiles {
+    pub safetensors: PathBuf,
+    pub json: PathBuf,
+    pub pkl: PathBuf,
+}
+
+impl VectorFiles {
+    pub fn new(dir: &Path, base: &str) -> Self {
+        Self {
+            safetensors: dir.join(format!("{base}.safetensors")),
+            json: dir.join(format!("{base}.json")),
+            pkl: dir.join(format!("{base}.pkl")),
+        }
+    }
+
+    pub fn all(&self) -> [&Path; 3] {
+        [&self.safetensors, &self.json, &self.pkl]
+    }
+
+    /// The first of the three that already exists.
+    pub fn existing(&self) -> Option<&Path> {
+        self.all().into_iter().find(|p| p.exists())
+    }
+
+    /// Writes every file under a temporary name, then renames them into place; on failure
+    /// nothing of this vector is left behind.
+    pub fn write(&self, vector: &SteeringVector, json: &serde_json::Value) -> Result<()> {
+        let mut json_bytes = serde_json::to_vec_pretty(json)
+            .map_err(|e| Error::new(format!("cannot encode metadata: {e}")))?;
+        json_bytes.push(b'\n');
+        let contents = [vector.to_safetensors()?, json_bytes, vector.to_pkl()?];
+        let temps: Vec<PathBuf> = self.all().iter().map(|p| temp_name(p)).collect();
+
+        let cleanup = |done: &[&Path]| {
+            for t in &temps {
+                let _ = std::fs::remove_file(t);
+            }
+            for d in done {
+                let _ = std::fs::remove_file(d);
+            }
+        };
+        for (tmp, bytes) in temps.iter().zip(&contents) {
+            if let Err(e) = write_synced(tmp, bytes) {
+                cleanup(&[]);
+                return Err(Error::new(format!("cannot write `{}`: {e}", tmp.display())));
+            }
+        }
+        let mut done = Vec::new();
+        for (tmp, dest) in temps.iter().zip(self.all()) {
+            if let Err(e) = std::fs::rename(tmp, dest) {
+                cleanup(&done);
+                return Err(Error::new(format!("cannot write `{}`: {e}", dest.display())));
+            }
+            done.push(dest);
+        }
+        Ok(())
+    }
+}
+
+/// A hidden sibling name, so a partial file never carries the final name.
+fn temp_name(dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dest.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SteeringVector {
+        let mut v = SteeringVector::new(BTreeMap::from([
+            (0, vec![1.0, -2.5, 3.25]),
+            (7, vec![0.0, 1e-8, -1e8]),
+        ]));
+        v.metadata.insert("model".into(), "m".into());
+        v
+    }
+
+    #[test]
+    fn safetensors_round_trip() {
+        let v = sample();
+        let back = SteeringVector::from_safetensors(&v.to_safetensors().unwrap(), "x").unwrap();
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn pkl_round_trip() {
+        let v = sample();
+        let back = SteeringVector::from_pkl(&v.to_pkl().unwrap(), "x").unwrap();
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn truncated_files_are_errors() {
+        let v = sample();
+        let st = v.to_safetensors().unwrap();
+        assert!(SteeringVector::from_safetensors(&st[..st.len() - 3], "x").is_err());
+        let pkl = v.to_pkl().unwrap();
+        for cut in [0, 1, pkl.len() / 2, pkl.len() - 1] {
+            assert!(SteeringVector::from_pkl(&pkl[..cut], "x").is_err(), "cut {cut}");
+        }
+    }
+}

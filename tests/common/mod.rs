@@ -1,0 +1,99 @@
+//! Helpers shared by the integration tests: the committed fixtures and error measures.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use train_vector::model::load::{inspect, locate};
+use train_vector::model::{load_model, LoadOptions, LoadedModel};
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn tiny_model_dir() -> PathBuf {
+    fixtures().join("tiny-gemma2")
+}
+
+pub fn load(dir: &Path, dtype: DType, num_blocks: Option<usize>) -> LoadedModel {
+    let spec = inspect(locate(dir.to_str().unwrap()).unwrap()).unwrap();
+    load_model(
+        spec,
+        &LoadOptions {
+            device: Device::Cpu,
+            dtype,
+            num_blocks,
+        },
+    )
+    .unwrap()
+}
+
+/// What the fixture script recorded from HF transformers and steering-vectors.
+pub struct Golden {
+    pub meta: serde_json::Value,
+    pub tensors: HashMap<String, Tensor>,
+}
+
+impl Golden {
+    pub fn load() -> Golden {
+        let dir = fixtures().join("golden");
+        let meta = std::fs::read_to_string(dir.join("golden.json")).unwrap();
+        Golden {
+            meta: serde_json::from_str(&meta).unwrap(),
+            tensors: candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu)
+                .unwrap(),
+        }
+    }
+
+    pub fn vec1(&self, name: &str) -> Vec<f32> {
+        self.tensors[name].to_vec1().unwrap()
+    }
+
+    pub fn strings(&self, key: &str) -> Vec<String> {
+        self.meta[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        self.meta["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p[0].as_str().unwrap().to_string(),
+                    p[1].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn ids(&self, key: &str) -> Vec<Vec<u32>> {
+        serde_json::from_value(self.meta[key].clone()).unwrap()
+    }
+}
+
+/// ||a - b|| / ||b||
+pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let diff: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+        .sum();
+    let norm: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+    (diff / norm).sqrt()
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}

@@ -1,0 +1,221 @@
+//! Parity with the reference: HF transformers (eager attention) residual streams and
+//! steering-vectors 0.12.2 trained vectors, recorded by `tests/fixtures/make_fixtures.py`.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Tensor};
+use common::{cosine, load, rel_l2, tiny_model_dir, Golden};
+use train_vector::data::ContrastPair;
+use train_vector::layers::LayerSpec;
+use train_vector::model::{DecoderModel, LayerHook, TokenBatch};
+use train_vector::train::{tokenize_pairs, train, LayerVectors, TrainOptions};
+
+/// Residual tolerance per prompt and layer in f32 (relative L2).
+const RESIDUAL_TOL: f64 = 1e-4;
+/// Trained-vector tolerances against steering-vectors.
+const VECTOR_COS: f64 = 0.99999;
+const VECTOR_TOL: f64 = 1e-4;
+/// Batch sizes may only move results by float noise.
+const BATCH_TOL: f64 = 1e-5;
+
+/// Records the full residual stream leaving every block.
+struct RecordAll(BTreeMap<usize, Tensor>);
+
+impl LayerHook for RecordAll {
+    fn after_block(
+        &mut self,
+        layer: usize,
+        residual: &Tensor,
+        _: &TokenBatch,
+    ) -> train_vector::Result<Option<Tensor>> {
+        self.0.insert(layer, residual.clone());
+        Ok(None)
+    }
+}
+
+fn residuals(model: &dyn DecoderModel, seqs: &[&[u32]]) -> (BTreeMap<usize, Tensor>, TokenBatch) {
+    let batch = TokenBatch::new(seqs, 0, model.device()).unwrap();
+    let mut rec = RecordAll(BTreeMap::new());
+    model
+        .forward_blocks(&batch, model.loaded_layers() - 1, &mut rec)
+        .unwrap();
+    (rec.0, batch)
+}
+
+fn golden_pairs(g: &Golden) -> Vec<ContrastPair> {
+    g.pairs()
+        .into_iter()
+        .map(|(positive, negative)| ContrastPair { positive, negative })
+        .collect()
+}
+
+fn train_golden_pairs(dtype: DType, layers: &[usize], batch_size: usize) -> LayerVectors {
+    let g = Golden::load();
+    let m = load(&tiny_model_dir(), dtype, None);
+    let tokens = tokenize_pairs(&m.tokenizer, &golden_pairs(&g), m.model.as_ref()).unwrap();
+    let opts = TrainOptions {
+        layers: layers.to_vec(),
+        batch_size,
+        progress: false,
+        pad_id: m.pad_id,
+    };
+    train(m.model.as_ref(), &tokens, &opts).unwrap().0
+}
+
+#[test]
+fn tokenizer_matches_hf() {
+    let g = Golden::load();
+    let m = load(&tiny_model_dir(), DType::F32, Some(1));
+    for (text, want) in g.strings("prompts").iter().zip(g.ids("prompt_ids")) {
+        let got = m.tokenizer.encode(text.as_str(), true).unwrap();
+        assert_eq!(got.get_ids(), want.as_slice(), "{text}");
+    }
+    let tokens = tokenize_pairs(&m.tokenizer, &golden_pairs(&g), m.model.as_ref()).unwrap();
+    let want: Vec<[Vec<u32>; 2]> = serde_json::from_value(g.meta["pair_ids"].clone()).unwrap();
+    assert_eq!(tokens.len(), want.len());
+    for (t, [pos, neg]) in tokens.iter().zip(want) {
+        assert_eq!(t.positive, pos);
+        assert_eq!(t.negative, neg);
+    }
+}
+
+#[test]
+fn residual_stream_matches_hf_every_layer() {
+    let g = Golden::load();
+    let m = load(&tiny_model_dir(), DType::F32, None);
+    let mut worst: f64 = 0.0;
+    for (p, ids) in g.ids("prompt_ids").iter().enumerate() {
+        let (res, _) = residuals(m.model.as_ref(), &[ids.as_slice()]);
+        for (k, t) in res {
+            let got: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            let want = g.tensors[&format!("prompt{p}.layer{k}")]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let err = rel_l2(&got, &want);
+            worst = worst.max(err);
+            assert!(err <= RESIDUAL_TOL, "prompt {p} layer {k}: rel L2 {err:e}");
+        }
+    }
+    eprintln!("worst residual rel L2: {worst:e}");
+}
+
+#[test]
+fn padding_does_not_leak_into_real_tokens() {
+    // All prompts in one right-padded batch: every real token must match its solo run.
+    let g = Golden::load();
+    let m = load(&tiny_model_dir(), DType::F32, None);
+    let ids = g.ids("prompt_ids");
+    let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let (res, batch) = residuals(m.model.as_ref(), &seqs);
+    for (k, t) in res {
+        for (p, &len) in batch.lengths.iter().enumerate() {
+            let got: Vec<f32> = t
+                .get(p)
+                .unwrap()
+                .narrow(0, 0, len)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let want = g.tensors[&format!("prompt{p}.layer{k}")]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let err = rel_l2(&got, &want);
+            assert!(err <= RESIDUAL_TOL, "prompt {p} layer {k} batched: {err:e}");
+        }
+    }
+}
+
+#[test]
+fn sharded_checkpoint_loads_the_same_weights() {
+    let g = Golden::load();
+    let single = load(&tiny_model_dir(), DType::F32, None);
+    let sharded = load(&common::fixtures().join("tiny-gemma2-sharded"), DType::F32, None);
+    let ids = &g.ids("prompt_ids")[3];
+    let (a, _) = residuals(single.model.as_ref(), &[ids.as_slice()]);
+    let (b, _) = residuals(sharded.model.as_ref(), &[ids.as_slice()]);
+    for k in a.keys() {
+        let x: Vec<f32> = a[k].flatten_all().unwrap().to_vec1().unwrap();
+        let y: Vec<f32> = b[k].flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(x, y, "layer {k}");
+    }
+}
+
+fn assert_matches_reference(got: &LayerVectors, g: &Golden, tag: &str) {
+    let want_layers: Vec<usize> =
+        serde_json::from_value(g.meta["vector_layers"][tag].clone()).unwrap();
+    assert_eq!(got.keys().copied().collect::<Vec<_>>(), want_layers);
+    for (k, v) in got {
+        let want = g.vec1(&format!("vector_{tag}.layer{k}"));
+        let (cos, err) = (cosine(v, &want), rel_l2(v, &want));
+        eprintln!("{tag} layer {k}: cosine {cos:.9}, rel L2 {err:e}");
+        assert!(cos >= VECTOR_COS, "{tag} layer {k}: cosine {cos}");
+        assert!(err <= VECTOR_TOL, "{tag} layer {k}: rel L2 {err:e}");
+    }
+}
+
+#[test]
+fn vectors_match_steering_vectors_all_layers() {
+    let g = Golden::load();
+    let got = train_golden_pairs(DType::F32, &[0, 1, 2, 3], 1);
+    assert_matches_reference(&got, &g, "all");
+}
+
+#[test]
+fn vectors_match_steering_vectors_negative_layers() {
+    let g = Golden::load();
+    let negative: Vec<i64> = serde_json::from_value(g.meta["negative_layers"].clone()).unwrap();
+    let layers = LayerSpec::List(negative).resolve(4).unwrap();
+    let got = train_golden_pairs(DType::F32, &layers, 2);
+    assert_matches_reference(&got, &g, "negative");
+}
+
+#[test]
+fn batch_size_does_not_change_the_vector() {
+    let n = Golden::load().pairs().len();
+    let one = train_golden_pairs(DType::F32, &[0, 1, 2, 3], 1);
+    for bs in [2, 4, n] {
+        let other = train_golden_pairs(DType::F32, &[0, 1, 2, 3], bs);
+        for (k, v) in &one {
+            let err = rel_l2(&other[k], v);
+            assert!(err <= BATCH_TOL, "batch {bs} layer {k}: {err:e}");
+        }
+    }
+}
+
+#[test]
+fn loading_fewer_blocks_gives_the_same_vector() {
+    let g = Golden::load();
+    let m = load(&tiny_model_dir(), DType::F32, Some(2));
+    assert_eq!(m.model.loaded_layers(), 2);
+    let tokens = tokenize_pairs(&m.tokenizer, &golden_pairs(&g), m.model.as_ref()).unwrap();
+    let opts = TrainOptions {
+        layers: vec![1],
+        batch_size: 3,
+        progress: false,
+        pad_id: m.pad_id,
+    };
+    let (got, _) = train(m.model.as_ref(), &tokens, &opts).unwrap();
+    let full = train_golden_pairs(DType::F32, &[0, 1, 2, 3], 3);
+    let err = rel_l2(&got[&1], &full[&1]);
+    assert!(err <= BATCH_TOL, "{err:e}");
+}
+
+#[test]
+fn bf16_stays_close_to_the_f32_reference() {
+    // Reduced precision on random weights: a loose bound that still catches a broken path.
+    let g = Golden::load();
+    let got = train_golden_pairs(DType::BF16, &[0, 1, 2, 3], 2);
+    for (k, v) in &got {
+        let cos = cosine(v, &g.vec1(&format!("vector_all.layer{k}")));
+        eprintln!("bf16 layer {k}: cosine {cos:.5}");
+        assert!(cos >= 0.98, "layer {k}: cosine {cos}");
+    }
+}
