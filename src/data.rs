@@ -176,7 +176,10 @@ pub fn load_pairs(
     limit: Option<usize>,
 ) -> Result<LoadedPairs> {
     let (text, origin) = match source {
-        DataSource::Shipped => (t.shipped().to_string(), format!("built-in `{}`", t.file_name())),
+        DataSource::Shipped => (
+            t.shipped().to_string(),
+            format!("built-in `{}`", t.file_name()),
+        ),
         DataSource::Dir(dir) => {
             let path = dir.join(t.file_name());
             (read_text(&path)?, format!("`{}`", path.display()))
@@ -244,8 +247,8 @@ pub fn parse_pairs(text: &str, t: ContrastType) -> Result<Vec<ContrastPair>> {
             };
             let field = |name: &str| -> Result<&str> {
                 match obj.get(name) {
-                    None => Err(Error::new(format!("entry {i} has no `{name}` field"))
-                        .with_hint(format!(
+                    None => Err(
+                        Error::new(format!("entry {i} has no `{name}` field")).with_hint(format!(
                             "each `{}` entry needs the fields {}",
                             t.key(),
                             t.required_fields()
@@ -253,7 +256,8 @@ pub fn parse_pairs(text: &str, t: ContrastType) -> Result<Vec<ContrastPair>> {
                                 .map(|f| format!("`{f}`"))
                                 .collect::<Vec<_>>()
                                 .join(", ")
-                        ))),
+                        )),
+                    ),
                     Some(Value::String(s)) if s.trim().is_empty() => {
                         Err(Error::new(format!("entry {i} has an empty `{name}` field")))
                     }

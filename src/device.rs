@@ -55,9 +55,8 @@ impl DeviceSpec {
                     ))
                     .with_hint("rebuild with `cargo build --release --features cuda`, or use `--device cpu`"));
                 }
-                Device::new_cuda(n).map_err(|e| {
-                    Error::new(format!("cannot open `--device cuda:{n}`: {e}"))
-                })
+                Device::new_cuda(n)
+                    .map_err(|e| Error::new(format!("cannot open `--device cuda:{n}`: {e}")))
             }
         }
     }
@@ -106,7 +105,10 @@ mod tests {
         assert!(DeviceSpec::parse("gpu").is_err());
         assert!(DeviceSpec::parse("cuda:x").is_err());
         assert_eq!(DTypeSpec::Auto.resolve(&Device::Cpu), DType::F32);
-        assert_eq!(DTypeSpec::parse("bf16").unwrap().resolve(&Device::Cpu), DType::BF16);
+        assert_eq!(
+            DTypeSpec::parse("bf16").unwrap().resolve(&Device::Cpu),
+            DType::BF16
+        );
         assert!(DTypeSpec::parse("int8").is_err());
     }
 }

@@ -41,7 +41,11 @@ impl Error {
 
 /// Messages from dependencies sometimes span lines (candle appends backtraces); a user gets one.
 fn one_line(s: &str) -> String {
-    let first = s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    let first = s
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
     first.trim_end_matches('.').to_string()
 }
 

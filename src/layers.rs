@@ -105,7 +105,11 @@ mod tests {
         );
         for bad in ["", "1,,2", "a", "1.5", "1,", "--1", "99999999999999999999"] {
             let err = LayerSpec::parse(bad).unwrap_err();
-            assert!(err.message().contains("`--layers`"), "{bad}: {}", err.message());
+            assert!(
+                err.message().contains("`--layers`"),
+                "{bad}: {}",
+                err.message()
+            );
         }
     }
 

@@ -31,7 +31,9 @@ pub fn tokenize_pairs(
             .map_err(|e| Error::new(format!("cannot tokenize pair {i} ({side}): {e}")))?;
         let ids = enc.get_ids().to_vec();
         if ids.is_empty() {
-            return Err(Error::new(format!("pair {i} ({side}) tokenizes to nothing")));
+            return Err(Error::new(format!(
+                "pair {i} ({side}) tokenizes to nothing"
+            )));
         }
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= model.vocab_size()) {
             return Err(Error::new(format!(
@@ -156,7 +158,9 @@ pub fn train(
         let n = chunk.len();
         for (layer, acts) in hook.captured {
             let acts: Vec<Vec<f32>> = acts.to_vec2()?;
-            let sum = sums.get_mut(&layer).expect("captured layers are requested layers");
+            let sum = sums
+                .get_mut(&layer)
+                .expect("captured layers are requested layers");
             for i in 0..n {
                 let (pos, neg) = (&acts[i], &acts[n + i]);
                 if let Some(side) = non_finite(pos, neg) {
@@ -205,9 +209,9 @@ fn progress_bar(len: usize, show: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        ProgressStyle::with_template("  {bar:40} {pos}/{len} pairs [{elapsed_precise}<{eta_precise}]")
-    {
+    if let Ok(style) = ProgressStyle::with_template(
+        "  {bar:40} {pos}/{len} pairs [{elapsed_precise}<{eta_precise}]",
+    ) {
         bar.set_style(style);
     }
     bar

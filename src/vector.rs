@@ -98,9 +98,8 @@ impl SteeringVector {
     }
 
     pub fn from_safetensors(bytes: &[u8], origin: &str) -> Result<Self> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| {
-            Error::new(format!("`{origin}` is not a valid safetensors file: {e}"))
-        })?;
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| Error::new(format!("`{origin}` is not a valid safetensors file: {e}")))?;
         let (_, header) = SafeTensors::read_metadata(bytes)
             .map_err(|e| Error::new(format!("`{origin}` has an invalid header: {e}")))?;
         let mut metadata: BTreeMap<String, String> = header
@@ -196,10 +195,10 @@ impl SteeringVector {
         match path.extension().and_then(|e| e.to_str()) {
             Some("safetensors") => Self::from_safetensors(&bytes, &origin),
             Some("pkl") => Self::from_pkl(&bytes, &origin),
-            _ => Err(Error::new(format!(
-                "cannot tell the format of vector `{origin}`"
-            ))
-            .with_hint("vector files end in `.safetensors` or `.pkl`")),
+            _ => Err(
+                Error::new(format!("cannot tell the format of vector `{origin}`"))
+                    .with_hint("vector files end in `.safetensors` or `.pkl`"),
+            ),
         }
     }
 }
@@ -256,7 +255,10 @@ impl VectorFiles {
         for (tmp, dest) in temps.iter().zip(self.all()) {
             if let Err(e) = std::fs::rename(tmp, dest) {
                 cleanup(&done);
-                return Err(Error::new(format!("cannot write `{}`: {e}", dest.display())));
+                return Err(Error::new(format!(
+                    "cannot write `{}`: {e}",
+                    dest.display()
+                )));
             }
             done.push(dest);
         }
@@ -313,7 +315,10 @@ mod tests {
         assert!(SteeringVector::from_safetensors(&st[..st.len() - 3], "x").is_err());
         let pkl = v.to_pkl().unwrap();
         for cut in [0, 1, pkl.len() / 2, pkl.len() - 1] {
-            assert!(SteeringVector::from_pkl(&pkl[..cut], "x").is_err(), "cut {cut}");
+            assert!(
+                SteeringVector::from_pkl(&pkl[..cut], "x").is_err(),
+                "cut {cut}"
+            );
         }
     }
 }

@@ -137,7 +137,11 @@ fn padding_does_not_leak_into_real_tokens() {
 fn sharded_checkpoint_loads_the_same_weights() {
     let g = Golden::load();
     let single = load(&tiny_model_dir(), DType::F32, None);
-    let sharded = load(&common::fixtures().join("tiny-gemma2-sharded"), DType::F32, None);
+    let sharded = load(
+        &common::fixtures().join("tiny-gemma2-sharded"),
+        DType::F32,
+        None,
+    );
     let ids = &g.ids("prompt_ids")[3];
     let (a, _) = residuals(single.model.as_ref(), &[ids.as_slice()]);
     let (b, _) = residuals(sharded.model.as_ref(), &[ids.as_slice()]);

@@ -127,8 +127,11 @@ fn train_all(cfg: &TrainConfig, args: &TrainArgs) -> Result<()> {
     if !cfg.overwrite {
         for (_, files) in &outputs {
             if let Some(p) = files.existing() {
-                return Err(Error::new(format!("`{}` already exists", p.display()))
-                    .with_hint("pass `--overwrite` to replace it, or choose another `--output-dir`"));
+                return Err(
+                    Error::new(format!("`{}` already exists", p.display())).with_hint(
+                        "pass `--overwrite` to replace it, or choose another `--output-dir`",
+                    ),
+                );
             }
         }
     }
@@ -198,7 +201,10 @@ fn train_all(cfg: &TrainConfig, args: &TrainArgs) -> Result<()> {
             ("model", cfg.model.clone()),
             ("num_samples", set.pairs.len().to_string()),
             ("date_trained", date_trained.clone()),
-            ("tool", format!("train-vector {}", env!("CARGO_PKG_VERSION"))),
+            (
+                "tool",
+                format!("train-vector {}", env!("CARGO_PKG_VERSION")),
+            ),
         ];
         for (k, v) in provenance {
             vector.metadata.insert(k.to_string(), v);
@@ -237,10 +243,7 @@ fn train_all(cfg: &TrainConfig, args: &TrainArgs) -> Result<()> {
         log!("\nTo use this vector in Python:");
         log!("  from safetensors.torch import load_file");
         log!("  from steering_vectors import SteeringVector");
-        log!(
-            "  tensors = load_file('{}')",
-            files.safetensors.display()
-        );
+        log!("  tensors = load_file('{}')", files.safetensors.display());
         log!("  vec = SteeringVector({{int(k.split('_')[1]): v for k, v in tensors.items()}}, 'decoder_block')");
         log!("  with vec.apply(model, multiplier=0.3):");
         log!("      # generate text here");

@@ -27,7 +27,10 @@ pub fn read_config(path: &Path) -> Result<(String, Architecture)> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::new(format!("cannot read `{}`: {e}", path.display())))?;
     let header: Header = serde_json::from_str(&text).map_err(|e| {
-        Error::new(format!("`{}` is not a valid model config: {e}", path.display()))
+        Error::new(format!(
+            "`{}` is not a valid model config: {e}",
+            path.display()
+        ))
     })?;
     let arch = identify(&header).ok_or_else(|| {
         let found = header
@@ -68,7 +71,10 @@ mod tests {
     fn identifies_gemma2_by_class_or_type() {
         let h = header(r#"{"architectures": ["Gemma2ForCausalLM"]}"#);
         assert_eq!(identify(&h), Some(Architecture::Gemma2));
-        assert_eq!(identify(&header(r#"{"model_type": "gemma2"}"#)), Some(Architecture::Gemma2));
+        assert_eq!(
+            identify(&header(r#"{"model_type": "gemma2"}"#)),
+            Some(Architecture::Gemma2)
+        );
         let h = header(r#"{"architectures": ["BertModel"], "model_type": "gemma2"}"#);
         assert_eq!(identify(&h), None);
     }

@@ -60,7 +60,7 @@ impl Config {
     pub fn is_sliding(&self, i: usize) -> bool {
         match &self.layer_types {
             Some(types) => types.get(i).is_some_and(|t| t == "sliding_attention"),
-            None => i % 2 == 0,
+            None => i.is_multiple_of(2),
         }
     }
 
@@ -88,14 +88,16 @@ impl Config {
         let bad = |what: String| Err(Error::new(format!("invalid Gemma-2 config: {what}")));
         if self.num_attention_heads == 0
             || self.num_key_value_heads == 0
-            || !self.num_attention_heads.is_multiple_of(self.num_key_value_heads)
+            || !self
+                .num_attention_heads
+                .is_multiple_of(self.num_key_value_heads)
         {
             return bad(format!(
                 "{} attention heads cannot share {} key/value heads",
                 self.num_attention_heads, self.num_key_value_heads
             ));
         }
-        if self.head_dim == 0 || self.head_dim % 2 != 0 {
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim {} must be even", self.head_dim));
         }
         if self.num_hidden_layers == 0 || self.hidden_size == 0 {
@@ -307,11 +309,7 @@ impl DecoderLayer {
             input_layernorm: RmsNorm::new(h, eps, vb.pp("input_layernorm"))?,
             post_attention_layernorm: RmsNorm::new(h, eps, vb.pp("post_attention_layernorm"))?,
             pre_feedforward_layernorm: RmsNorm::new(h, eps, vb.pp("pre_feedforward_layernorm"))?,
-            post_feedforward_layernorm: RmsNorm::new(
-                h,
-                eps,
-                vb.pp("post_feedforward_layernorm"),
-            )?,
+            post_feedforward_layernorm: RmsNorm::new(h, eps, vb.pp("post_feedforward_layernorm"))?,
         })
     }
 

@@ -59,7 +59,8 @@ fn token() -> Option<String> {
 impl HubRepo {
     pub fn new(id: &str) -> Result<HubRepo> {
         let cache_dir = cache_dir().ok_or_else(|| {
-            Error::new("cannot find the HF cache directory").with_hint("set `HF_HOME` or `HF_HUB_CACHE`")
+            Error::new("cannot find the HF cache directory")
+                .with_hint("set `HF_HOME` or `HF_HUB_CACHE`")
         })?;
         let offline = offline();
         let api = if offline {

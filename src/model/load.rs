@@ -80,7 +80,9 @@ fn locate_dir(model: &str) -> Result<ModelFiles> {
         if p.is_file() {
             Ok(p)
         } else {
-            Err(Error::new(format!("model directory `{model}` has no `{name}`")))
+            Err(Error::new(format!(
+                "model directory `{model}` has no `{name}`"
+            )))
         }
     };
     let config = need("config.json")?;
@@ -188,7 +190,10 @@ pub fn inspect(files: ModelFiles) -> Result<ModelSpec> {
 
 fn gemma2_config(text: &str, path: &Path) -> Result<gemma2::Config> {
     let cfg: gemma2::Config = serde_json::from_str(text).map_err(|e| {
-        Error::new(format!("`{}` is not a valid Gemma-2 config: {e}", path.display()))
+        Error::new(format!(
+            "`{}` is not a valid Gemma-2 config: {e}",
+            path.display()
+        ))
     })?;
     cfg.validate()
         .map_err(|e| e.context(format!("`{}`", path.display())))?;
