@@ -121,7 +121,8 @@ fn trainer(c: &mut Criterion) {
     for batch_size in [1usize, 4] {
         let opts = TrainOptions {
             layers: (0..LAYERS).collect(),
-            batch_size,
+            max_pairs_per_batch: Some(batch_size),
+            max_batch_tokens: 4096,
             progress: false,
             pad_id: 0,
         };

@@ -67,8 +67,10 @@ pub fn tokenize_pairs(
 pub struct TrainOptions {
     /// Absolute block indices to read, sorted.
     pub layers: Vec<usize>,
-    /// Pairs per forward call (each call runs both sides, so twice as many sequences).
-    pub batch_size: usize,
+    /// At most this many pairs' worth of sequences (2 per pair) per forward call, when set.
+    pub max_pairs_per_batch: Option<usize>,
+    /// Padded tokens (sequences x longest) per forward call; a longer sequence runs alone.
+    pub max_batch_tokens: usize,
     pub progress: bool,
     pub pad_id: u32,
 }
@@ -79,11 +81,42 @@ pub struct TrainStats {
     pub pairs: usize,
     /// Real (non-pad) tokens run through the model.
     pub tokens: usize,
+    /// Forward calls made.
+    pub batches: usize,
     pub seconds: f64,
 }
 
 /// The trained direction per layer, `mean(act_pos - act_neg)`.
 pub type LayerVectors = BTreeMap<usize, Vec<f32>>;
+
+/// Groups sequences into forward batches: longest first, so each batch holds sequences of
+/// similar length and padding stays small, filled up to the token budget.
+///
+/// Returns indices into `lengths`; every index appears exactly once.
+pub fn plan_batches(
+    lengths: &[usize],
+    max_seqs: Option<usize>,
+    max_tokens: usize,
+) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(lengths[i]), i));
+    let cap = max_seqs.unwrap_or(usize::MAX).max(1);
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    for i in order {
+        // `current[0]` is the longest in its batch, so it sets the padded width.
+        let width = current.first().map_or(lengths[i], |&f| lengths[f]);
+        if !current.is_empty() && (current.len() >= cap || (current.len() + 1) * width > max_tokens)
+        {
+            batches.push(std::mem::take(&mut current));
+        }
+        current.push(i);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
 
 /// Captures the last real token of every sequence at the requested layers.
 struct ReadLastToken<'a> {
@@ -112,7 +145,8 @@ impl LayerHook for ReadLastToken<'_> {
     }
 }
 
-/// Trains one vector from tokenized pairs; results do not depend on `batch_size`.
+/// Trains one vector from tokenized pairs. Positives and negatives share forward calls, and
+/// the batching is ours to choose: results do not depend on it beyond float noise.
 pub fn train(
     model: &dyn DecoderModel,
     pairs: &[TokenPair],
@@ -126,20 +160,29 @@ pub fn train(
     };
     let wanted: BTreeSet<usize> = opts.layers.iter().copied().collect();
     let hidden = model.hidden_size();
+    // Sequence 2i is pair i's positive side, 2i + 1 its negative side.
+    let seqs: Vec<&[u32]> = pairs
+        .iter()
+        .flat_map(|p| [p.positive.as_slice(), p.negative.as_slice()])
+        .collect();
+    let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+    let plan = plan_batches(
+        &lengths,
+        opts.max_pairs_per_batch.map(|n| 2 * n),
+        opts.max_batch_tokens,
+    );
+
+    // sum(pos) - sum(neg) per layer, in f64 so the order of batches cannot matter.
     let mut sums: BTreeMap<usize, Vec<f64>> =
         wanted.iter().map(|&l| (l, vec![0f64; hidden])).collect();
+    let mut sides_done = vec![0u8; pairs.len()];
     let bar = progress_bar(pairs.len(), opts.progress);
     let start = Instant::now();
     let mut tokens = 0;
 
-    for (chunk_index, chunk) in pairs.chunks(opts.batch_size.max(1)).enumerate() {
-        let first_pair = chunk_index * opts.batch_size.max(1);
-        let seqs: Vec<&[u32]> = chunk
-            .iter()
-            .map(|p| p.positive.as_slice())
-            .chain(chunk.iter().map(|p| p.negative.as_slice()))
-            .collect();
-        let batch = TokenBatch::new(&seqs, opts.pad_id, model.device())?;
+    for members in &plan {
+        let batch_seqs: Vec<&[u32]> = members.iter().map(|&i| seqs[i]).collect();
+        let batch = TokenBatch::new(&batch_seqs, opts.pad_id, model.device())?;
         let t = batch.max_len();
         let rows: Vec<u32> = batch
             .lengths
@@ -155,27 +198,32 @@ pub fn train(
         model.forward_blocks(&batch, deepest, &mut hook)?;
         tokens += batch.real_tokens();
 
-        let n = chunk.len();
         for (layer, acts) in hook.captured {
             let acts: Vec<Vec<f32>> = acts.to_vec2()?;
             let sum = sums
                 .get_mut(&layer)
-                .expect("captured layers are requested layers");
-            for i in 0..n {
-                let (pos, neg) = (&acts[i], &acts[n + i]);
-                if let Some(side) = non_finite(pos, neg) {
+                .ok_or_else(|| Error::new(format!("layer {layer} was not requested")))?;
+            for (&seq, act) in members.iter().zip(&acts) {
+                let (pair, positive) = (seq / 2, seq % 2 == 0);
+                if act.iter().any(|x| !x.is_finite()) {
+                    let side = if positive { "positive" } else { "negative" };
                     return Err(Error::new(format!(
-                        "non-finite activation at layer {layer} for pair {} ({side})",
-                        first_pair + i
+                        "non-finite activation at layer {layer} for pair {pair} ({side})"
                     ))
                     .with_hint("reduced precision can overflow; try `--dtype f32`"));
                 }
-                for ((s, p), q) in sum.iter_mut().zip(pos).zip(neg) {
-                    *s += f64::from(*p) - f64::from(*q);
+                let sign = if positive { 1.0 } else { -1.0 };
+                for (s, a) in sum.iter_mut().zip(act) {
+                    *s += sign * f64::from(*a);
                 }
             }
         }
-        bar.inc(n as u64);
+        for &seq in members {
+            sides_done[seq / 2] += 1;
+            if sides_done[seq / 2] == 2 {
+                bar.inc(1);
+            }
+        }
     }
     bar.finish_and_clear();
 
@@ -189,19 +237,10 @@ pub fn train(
         TrainStats {
             pairs: pairs.len(),
             tokens,
+            batches: plan.len(),
             seconds: start.elapsed().as_secs_f64(),
         },
     ))
-}
-
-fn non_finite(pos: &[f32], neg: &[f32]) -> Option<&'static str> {
-    if pos.iter().any(|x| !x.is_finite()) {
-        Some("positive")
-    } else if neg.iter().any(|x| !x.is_finite()) {
-        Some("negative")
-    } else {
-        None
-    }
 }
 
 fn progress_bar(len: usize, show: bool) -> ProgressBar {
@@ -215,4 +254,34 @@ fn progress_bar(len: usize, show: bool) -> ProgressBar {
         bar.set_style(style);
     }
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_covers_every_sequence_once_within_budgets() {
+        let lengths = [5, 40, 12, 12, 3, 40, 7, 100];
+        for (max_seqs, budget) in [(None, 80), (Some(2), 1000), (Some(3), 64), (None, 1)] {
+            let plan = plan_batches(&lengths, max_seqs, budget);
+            let mut seen: Vec<usize> = plan.iter().flatten().copied().collect();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..lengths.len()).collect::<Vec<_>>());
+            for b in &plan {
+                let width = b.iter().map(|&i| lengths[i]).max().unwrap();
+                assert!(
+                    b.len() == 1 || b.len() * width <= budget,
+                    "{b:?} over {budget}"
+                );
+                assert!(b.len() <= max_seqs.unwrap_or(usize::MAX));
+            }
+        }
+    }
+
+    #[test]
+    fn plan_groups_similar_lengths() {
+        let plan = plan_batches(&[10, 90, 11, 91], None, 200);
+        assert_eq!(plan, vec![vec![3, 1], vec![2, 0]]);
+    }
 }

@@ -52,12 +52,22 @@ fn golden_pairs(g: &Golden) -> Vec<ContrastPair> {
 }
 
 fn train_golden_pairs(dtype: DType, layers: &[usize], batch_size: usize) -> LayerVectors {
+    train_golden_batched(dtype, layers, Some(batch_size), 4096)
+}
+
+fn train_golden_batched(
+    dtype: DType,
+    layers: &[usize],
+    max_pairs: Option<usize>,
+    max_tokens: usize,
+) -> LayerVectors {
     let g = Golden::load();
     let m = load(&tiny_model_dir(), dtype, None);
     let tokens = tokenize_pairs(&m.tokenizer, &golden_pairs(&g), m.model.as_ref()).unwrap();
     let opts = TrainOptions {
         layers: layers.to_vec(),
-        batch_size,
+        max_pairs_per_batch: max_pairs,
+        max_batch_tokens: max_tokens,
         progress: false,
         pad_id: m.pad_id,
     };
@@ -185,11 +195,23 @@ fn vectors_match_steering_vectors_negative_layers() {
 fn batch_size_does_not_change_the_vector() {
     let n = Golden::load().pairs().len();
     let one = train_golden_pairs(DType::F32, &[0, 1, 2, 3], 1);
-    for bs in [2, 4, n] {
-        let other = train_golden_pairs(DType::F32, &[0, 1, 2, 3], bs);
+    // pair caps, then token budgets from one sequence per batch to everything at once
+    let runs = [
+        (Some(2), 4096),
+        (Some(4), 4096),
+        (Some(n), 4096),
+        (None, 1),
+        (None, 40),
+        (None, 100_000),
+    ];
+    for (max_pairs, max_tokens) in runs {
+        let other = train_golden_batched(DType::F32, &[0, 1, 2, 3], max_pairs, max_tokens);
         for (k, v) in &one {
             let err = rel_l2(&other[k], v);
-            assert!(err <= BATCH_TOL, "batch {bs} layer {k}: {err:e}");
+            assert!(
+                err <= BATCH_TOL,
+                "{max_pairs:?} pairs, {max_tokens} tokens, layer {k}: {err:e}"
+            );
         }
     }
 }
@@ -202,7 +224,8 @@ fn loading_fewer_blocks_gives_the_same_vector() {
     let tokens = tokenize_pairs(&m.tokenizer, &golden_pairs(&g), m.model.as_ref()).unwrap();
     let opts = TrainOptions {
         layers: vec![1],
-        batch_size: 3,
+        max_pairs_per_batch: Some(3),
+        max_batch_tokens: 4096,
         progress: false,
         pad_id: m.pad_id,
     };

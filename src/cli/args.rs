@@ -51,9 +51,14 @@ pub struct TrainArgs {
     #[arg(long, default_value = "all", allow_hyphen_values = true)]
     pub layers: String,
 
-    /// Contrast pairs per forward batch
-    #[arg(long, default_value_t = 2)]
-    pub batch_size: usize,
+    /// Contrast pairs per forward batch [default: 2]. Results do not depend on it; when given,
+    /// it caps the pairs per batch (to save memory), otherwise batches are sized by tokens
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+
+    /// Padded tokens per forward batch [default: 4096 on CPU, 32768 on CUDA]
+    #[arg(long, value_name = "N")]
+    pub max_batch_tokens: Option<usize>,
 
     /// Number of training samples to use, the first N in file order (default: all available)
     #[arg(long, value_name = "N")]

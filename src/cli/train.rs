@@ -23,7 +23,9 @@ pub struct TrainConfig {
     pub contrasts: Vec<ContrastType>,
     pub model: String,
     pub layers: LayerSpec,
-    pub batch_size: usize,
+    /// `--batch-size` as given: a cap on pairs per batch.
+    pub batch_size: Option<usize>,
+    pub max_batch_tokens: Option<usize>,
     pub num_samples: Option<usize>,
     pub output_dir: PathBuf,
     pub data: DataSource,
@@ -35,8 +37,11 @@ pub struct TrainConfig {
 
 impl TrainConfig {
     pub fn from_args(a: &TrainArgs) -> Result<TrainConfig> {
-        if a.batch_size == 0 {
+        if a.batch_size == Some(0) {
             return Err(Error::new("`--batch-size` must be at least 1"));
+        }
+        if a.max_batch_tokens == Some(0) {
+            return Err(Error::new("`--max-batch-tokens` must be at least 1"));
         }
         if a.num_samples == Some(0) {
             return Err(Error::new("`--num-samples` must be at least 1")
@@ -47,6 +52,7 @@ impl TrainConfig {
             model: a.model.clone(),
             layers: LayerSpec::parse(&a.layers)?,
             batch_size: a.batch_size,
+            max_batch_tokens: a.max_batch_tokens,
             num_samples: a.num_samples,
             output_dir: a.output_dir.clone(),
             data: match &a.data_dir {
@@ -58,6 +64,13 @@ impl TrainConfig {
             dtype: DTypeSpec::parse(&a.dtype)?,
             overwrite: a.overwrite,
         })
+    }
+}
+
+impl TrainConfig {
+    /// The batch size the metadata records: as given, or the Python default of 2.
+    pub fn batch_size_value(&self) -> usize {
+        self.batch_size.unwrap_or(2)
     }
 }
 
@@ -84,7 +97,7 @@ fn train_all(cfg: &TrainConfig, args: &TrainArgs) -> Result<()> {
     log!("  Contrast type: {}", names.join(", "));
     log!("  Model: {}", cfg.model);
     log!("  Layers: {}", args.layers);
-    log!("  Batch size: {}", cfg.batch_size);
+    log!("  Batch size: {}", cfg.batch_size_value());
     log!(
         "  Data: {}",
         match &cfg.data {
@@ -143,6 +156,9 @@ fn train_all(cfg: &TrainConfig, args: &TrainArgs) -> Result<()> {
     let device = cfg.device.open()?;
     let dtype = cfg.dtype.resolve(&device);
     let deepest = layers.last().copied().unwrap_or(0);
+    let max_batch_tokens =
+        cfg.max_batch_tokens
+            .unwrap_or(if device.is_cuda() { 32768 } else { 4096 });
     let loaded = load_model(
         spec,
         &LoadOptions {
@@ -166,9 +182,14 @@ fn train_all(cfg: &TrainConfig, args: &TrainArgs) -> Result<()> {
             set.contrast.display_name()
         );
         log!(
-            "  Processing {} contrast pairs with batch size {}",
+            "  Processing {} contrast pairs ({} sequences, at most {} padded tokens per batch{})",
             set.pairs.len(),
-            cfg.batch_size
+            2 * set.pairs.len(),
+            max_batch_tokens,
+            match cfg.batch_size {
+                Some(n) => format!(", at most {n} pairs"),
+                None => String::new(),
+            }
         );
         let tokens = tokenize_pairs(&loaded.tokenizer, &set.pairs, loaded.model.as_ref())
             .map_err(|e| e.context(cfg.data.describe(set.contrast)))?;
@@ -177,7 +198,8 @@ fn train_all(cfg: &TrainConfig, args: &TrainArgs) -> Result<()> {
             &tokens,
             &TrainOptions {
                 layers: layers.clone(),
-                batch_size: cfg.batch_size,
+                max_pairs_per_batch: cfg.batch_size,
+                max_batch_tokens,
                 progress: cfg.progress,
                 pad_id: loaded.pad_id,
             },
@@ -185,8 +207,9 @@ fn train_all(cfg: &TrainConfig, args: &TrainArgs) -> Result<()> {
         total_tokens += stats.tokens;
         train_seconds += stats.seconds;
         log!(
-            "  ✓ Training complete! ({} tokens in {:.2}s)",
+            "  ✓ Training complete! ({} tokens in {} batches, {:.2}s)",
             stats.tokens,
+            stats.batches,
             stats.seconds
         );
 
@@ -216,7 +239,7 @@ fn train_all(cfg: &TrainConfig, args: &TrainArgs) -> Result<()> {
             "num_layers": num_layers,
             "layers": cfg.layers.to_json(),
             "num_samples": set.pairs.len(),
-            "batch_size": cfg.batch_size,
+            "batch_size": cfg.batch_size_value(),
             "timestamp": timestamp,
             "date_trained": date_trained,
             "filename": base,
