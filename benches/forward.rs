@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use train_vector::model::gemma2::{Config, Model};
+use train_vector::model::gemma::{Config, Generation, Model};
 use train_vector::model::{DecoderModel, NoHook, TokenBatch};
 use train_vector::train::{train, TokenPair, TrainOptions};
 
@@ -66,7 +66,13 @@ fn random_model(cfg: &Config) -> Model {
         }
     }
     let vb = VarBuilder::from_tensors(t, DType::F32, &dev);
-    Model::new(cfg, cfg.num_hidden_layers, vb).expect("model")
+    Model::new(
+        cfg,
+        Generation::Gemma2,
+        cfg.num_hidden_layers,
+        vb.pp("model"),
+    )
+    .expect("model")
 }
 
 fn sequences(n: usize, len: usize, vocab: u32) -> Vec<Vec<u32>> {

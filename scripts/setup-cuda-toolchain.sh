@@ -39,6 +39,7 @@ grep -ohE "^pub unsafe fn cu[A-Za-z0-9_]+\(" "$CUDARC_SRC/src/driver/sys/mod.rs"
 [ -s "$CUDA_ROOT/lib/stubs/cuda_stub.c" ] || { echo "no driver symbols found in $CUDARC_SRC" >&2; exit 1; }
 gcc -shared -fPIC -o "$CUDA_ROOT/lib/stubs/libcuda.so" -Wl,-soname,libcuda.so.1 \
   "$CUDA_ROOT/lib/stubs/cuda_stub.c"
+ln -sf libcuda.so "$CUDA_ROOT/lib/stubs/libcuda.so.1"  # lets the CPU paths run here
 
 echo "export CUDA_ROOT=$CUDA_ROOT"
 echo "export PATH=$CUDA_ROOT/bin:\$PATH"

@@ -8,9 +8,9 @@ use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use tokenizers::Tokenizer;
 
-use super::config::{read_config, Architecture};
+use super::config::{read_config, Architecture, ModelConfig};
 use super::hub::HubRepo;
-use super::{gemma2, DecoderModel};
+use super::{gemma, llama, DecoderModel};
 use crate::error::{Error, Result};
 
 /// Where a model's files are, before anything heavy is read.
@@ -27,8 +27,7 @@ pub struct ModelFiles {
 #[derive(Debug, Clone)]
 pub struct ModelSpec {
     pub files: ModelFiles,
-    pub architecture: Architecture,
-    pub config_text: String,
+    pub config: ModelConfig,
     pub num_layers: usize,
     pub hidden_size: usize,
 }
@@ -172,32 +171,42 @@ fn shards_from_index(index: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Reads the config of located files.
 pub fn inspect(files: ModelFiles) -> Result<ModelSpec> {
-    let (config_text, architecture) = read_config(&files.config)?;
-    let (num_layers, hidden_size) = match architecture {
-        Architecture::Gemma2 => {
-            let cfg = gemma2_config(&config_text, &files.config)?;
-            (cfg.num_hidden_layers, cfg.hidden_size)
-        }
-    };
+    let config = read_config(&files.config)?;
+    let (num_layers, hidden_size) = (config.num_layers(), config.hidden_size());
+    if num_layers == 0 || hidden_size == 0 {
+        return Err(Error::new(format!(
+            "`{}` has no usable `num_hidden_layers` and `hidden_size`",
+            files.config.display()
+        )));
+    }
     Ok(ModelSpec {
         files,
-        architecture,
-        config_text,
+        config,
         num_layers,
         hidden_size,
     })
 }
 
-fn gemma2_config(text: &str, path: &Path) -> Result<gemma2::Config> {
-    let cfg: gemma2::Config = serde_json::from_str(text).map_err(|e| {
+fn parse_text_config<T: serde::de::DeserializeOwned>(spec: &ModelSpec) -> Result<T> {
+    serde_json::from_value(spec.config.text.clone()).map_err(|e| {
         Error::new(format!(
-            "`{}` is not a valid Gemma-2 config: {e}",
-            path.display()
+            "`{}` is not a valid {:?} config: {e}",
+            spec.files.config.display(),
+            spec.config.architecture
         ))
-    })?;
-    cfg.validate()
-        .map_err(|e| e.context(format!("`{}`", path.display())))?;
-    Ok(cfg)
+    })
+}
+
+/// Where the text model's tensors live: `model.` in causal-LM checkpoints; multimodal
+/// Gemma-3 checkpoints use `language_model.model.` (older) or `model.language_model.`.
+fn text_prefix<'a>(vb: &VarBuilder<'a>, arch: Architecture) -> VarBuilder<'a> {
+    if arch == Architecture::Gemma3Multimodal {
+        if vb.contains_tensor("language_model.model.embed_tokens.weight") {
+            return vb.pp("language_model").pp("model");
+        }
+        return vb.pp("model").pp("language_model");
+    }
+    vb.pp("model")
 }
 
 /// Loads the tokenizer and the weights of the blocks `opts` asks for.
@@ -213,16 +222,36 @@ pub fn load_model(spec: ModelSpec, opts: &LoadOptions) -> Result<LoadedModel> {
             spec.files.origin
         ))
     })?;
-    let (model, pad_id): (Box<dyn DecoderModel>, u32) = match spec.architecture {
-        Architecture::Gemma2 => {
-            let cfg = gemma2_config(&spec.config_text, &spec.files.config)?;
-            let blocks = opts.num_blocks.unwrap_or(cfg.num_hidden_layers);
-            let model = gemma2::Model::new(&cfg, blocks, vb).map_err(|e| {
-                e.context(format!("cannot load weights of `{}`", spec.files.origin))
-            })?;
-            (Box::new(model), cfg.pad_token_id.unwrap_or(0))
+    let arch = spec.config.architecture;
+    let vb = text_prefix(&vb, arch);
+    let blocks = opts.num_blocks.unwrap_or(spec.num_layers);
+    let context = |e: Error| e.context(format!("cannot load weights of `{}`", spec.files.origin));
+    let model: Box<dyn DecoderModel> = match arch {
+        Architecture::Gemma2 | Architecture::Gemma3 | Architecture::Gemma3Multimodal => {
+            let cfg: gemma::Config = parse_text_config(&spec)?;
+            let gen = if arch == Architecture::Gemma2 {
+                gemma::Generation::Gemma2
+            } else {
+                gemma::Generation::Gemma3
+            };
+            Box::new(gemma::Model::new(&cfg, gen, blocks, vb).map_err(context)?)
+        }
+        Architecture::Llama | Architecture::Mistral | Architecture::Qwen2 => {
+            let cfg: llama::Config = parse_text_config(&spec)?;
+            let flavor = match arch {
+                Architecture::Mistral => llama::Flavor::Mistral,
+                Architecture::Qwen2 => llama::Flavor::Qwen2,
+                _ => llama::Flavor::Llama,
+            };
+            Box::new(llama::Model::new(&cfg, flavor, blocks, vb).map_err(context)?)
         }
     };
+    let pad_id = spec
+        .config
+        .text
+        .get("pad_token_id")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0) as u32;
     let tok_vocab = tokenizer.get_vocab_size(true);
     if tok_vocab > model.vocab_size() {
         return Err(Error::new(format!(

@@ -4,11 +4,15 @@
 //! replace it: capturing activations for training and adding a steering vector are the same
 //! hook point, so a vector is always applied exactly where it was read.
 
+pub mod attention;
 pub mod config;
-pub mod gemma2;
+pub mod gemma;
 pub mod hub;
+pub mod llama;
 pub mod load;
 pub mod mask;
+pub mod norm;
+pub mod rope;
 
 use candle_core::{Device, Tensor};
 

@@ -1,19 +1,32 @@
-//! Gemma-2, following HF transformers' `modeling_gemma2.py` with `attn_implementation="eager"`
-//! (the path that applies the attention-logit soft-cap the model was trained with).
+//! Gemma-2 and Gemma-3 text models, following HF transformers' `modeling_gemma2.py` and
+//! `modeling_gemma3.py` with `attn_implementation="eager"` (the path that applies Gemma-2's
+//! attention-logit soft-cap).
 //!
-//! Reads in data-flow order: Config -> RmsNorm -> Rotary -> Mlp -> Attention -> DecoderLayer ->
-//! Model. Field names are the checkpoint's tensor names. Only the blocks a run needs are
-//! loaded, and the final norm and LM head are never computed while training.
+//! Reads in data-flow order: Config -> Mlp -> Attention -> DecoderLayer -> Model. Field names
+//! are the checkpoint's tensor names. Gemma-3 differs from Gemma-2 only in what [`Config`]
+//! resolves: RMS-normed queries and keys, a separate RoPE base for sliding layers, rope
+//! scaling on global layers, five sliding layers per global one, and usually no soft-cap.
+//! Only the blocks a run needs are loaded; the final norm and LM head are never computed while
+//! training.
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{linear_b, Embedding, Linear, VarBuilder};
 use serde::Deserialize;
 
+use super::attention::{attend, split_heads};
 use super::mask::attention_mask;
+use super::norm::{NormStyle, RmsNorm};
+use super::rope::{self, RopeScalingConfig};
 use super::{DecoderModel, LayerHook, TokenBatch};
 use crate::error::{Error, Result};
 
-/// HF's `Gemma2Config`, with HF's key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generation {
+    Gemma2,
+    Gemma3,
+}
+
+/// HF's `Gemma2Config` / `Gemma3TextConfig`, with HF's key names.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
     pub vocab_size: usize,
@@ -27,18 +40,27 @@ pub struct Config {
     pub rms_norm_eps: f64,
     #[serde(default = "default_rope_theta")]
     pub rope_theta: f64,
+    /// Gemma-3: the RoPE base of sliding layers.
+    #[serde(default)]
+    pub rope_local_base_freq: Option<f64>,
+    /// Gemma-3: scaling of the global layers' RoPE.
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScalingConfig>,
     #[serde(default)]
     pub attention_bias: bool,
-    pub query_pre_attn_scalar: f64,
+    #[serde(default)]
+    pub query_pre_attn_scalar: Option<f64>,
     #[serde(default)]
     pub sliding_window: Option<usize>,
+    #[serde(default)]
+    pub sliding_window_pattern: Option<usize>,
     #[serde(default)]
     pub attn_logit_softcapping: Option<f64>,
     #[serde(default)]
     pub hidden_activation: Option<String>,
     #[serde(default)]
     pub hidden_act: Option<String>,
-    /// `sliding_attention` / `full_attention` per block; HF's default alternates from sliding.
+    /// `sliding_attention` / `full_attention` per block.
     #[serde(default)]
     pub layer_types: Option<Vec<String>>,
     #[serde(default)]
@@ -56,17 +78,22 @@ fn default_rope_theta() -> f64 {
 }
 
 impl Config {
-    /// Whether block `i` uses sliding-window attention, as HF decides it.
-    pub fn is_sliding(&self, i: usize) -> bool {
-        match &self.layer_types {
-            Some(types) => types.get(i).is_some_and(|t| t == "sliding_attention"),
-            None => i.is_multiple_of(2),
+    /// Whether block `i` uses sliding-window attention, as HF decides it: `layer_types` when
+    /// given, else Gemma-2 alternates starting with sliding and Gemma-3 repeats five sliding
+    /// blocks then one global.
+    pub fn is_sliding(&self, gen: Generation, i: usize) -> bool {
+        match (&self.layer_types, gen) {
+            (Some(types), _) => types.get(i).is_some_and(|t| t == "sliding_attention"),
+            (None, Generation::Gemma2) => i.is_multiple_of(2),
+            (None, Generation::Gemma3) => {
+                !(i + 1).is_multiple_of(self.sliding_window_pattern.unwrap_or(6))
+            }
         }
     }
 
-    /// The softmax scale: Gemma-2 uses `query_pre_attn_scalar`, not `head_dim`.
+    /// The softmax scale: `query_pre_attn_scalar`, not `head_dim`.
     pub fn attention_scale(&self) -> f64 {
-        self.query_pre_attn_scalar.powf(-0.5)
+        self.query_pre_attn_scalar.unwrap_or(256.0).powf(-0.5)
     }
 
     fn activation(&self) -> Result<Activation> {
@@ -84,8 +111,8 @@ impl Config {
         }
     }
 
-    pub fn validate(&self) -> Result<()> {
-        let bad = |what: String| Err(Error::new(format!("invalid Gemma-2 config: {what}")));
+    pub fn validate(&self, gen: Generation) -> Result<()> {
+        let bad = |what: String| Err(Error::new(format!("invalid Gemma config: {what}")));
         if self.num_attention_heads == 0
             || self.num_key_value_heads == 0
             || !self
@@ -103,10 +130,29 @@ impl Config {
         if self.num_hidden_layers == 0 || self.hidden_size == 0 {
             return bad("no layers or zero hidden size".to_string());
         }
-        if self.query_pre_attn_scalar <= 0.0 {
+        if gen == Generation::Gemma2 && self.query_pre_attn_scalar.is_none() {
+            return bad("missing query_pre_attn_scalar".to_string());
+        }
+        if self.query_pre_attn_scalar.is_some_and(|s| s <= 0.0) {
             return bad("query_pre_attn_scalar must be positive".to_string());
         }
+        self.rope_frequencies(gen)?;
         self.activation().map(|_| ())
+    }
+
+    /// Inverse frequencies of (global, sliding) blocks.
+    fn rope_frequencies(&self, gen: Generation) -> Result<(Vec<f32>, Vec<f32>)> {
+        let d = self.head_dim;
+        match gen {
+            Generation::Gemma2 => {
+                let f = rope::inv_freq(d, self.rope_theta, None)?;
+                Ok((f.clone(), f))
+            }
+            Generation::Gemma3 => Ok((
+                rope::inv_freq(d, self.rope_theta, self.rope_scaling.as_ref())?,
+                rope::inv_freq(d, self.rope_local_base_freq.unwrap_or(10_000.0), None)?,
+            )),
+        }
     }
 }
 
@@ -114,60 +160,6 @@ impl Config {
 enum Activation {
     GeluTanh,
     GeluErf,
-}
-
-/// Gemma's RMSNorm: computed in f32 and scaled by `1 + weight`.
-struct RmsNorm {
-    one_plus_weight: Tensor,
-    eps: f64,
-}
-
-impl RmsNorm {
-    fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        let weight = vb.get(size, "weight")?.to_dtype(DType::F32)?;
-        Ok(Self {
-            one_plus_weight: (weight + 1.0)?,
-            eps,
-        })
-    }
-
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let dtype = xs.dtype();
-        let x = xs.to_dtype(DType::F32)?;
-        let out = candle_nn::ops::rms_norm(&x, &self.one_plus_weight, self.eps as f32)?;
-        Ok(out.to_dtype(dtype)?)
-    }
-}
-
-/// RoPE tables. Frequencies and angles are computed in f32 whatever the model dtype: bf16
-/// angles drift badly past a few hundred positions.
-struct Rotary {
-    inv_freq: Vec<f32>,
-}
-
-impl Rotary {
-    fn new(cfg: &Config) -> Self {
-        let d = cfg.head_dim;
-        let inv_freq = (0..d)
-            .step_by(2)
-            .map(|i| 1.0 / (cfg.rope_theta as f32).powf(i as f32 / d as f32))
-            .collect();
-        Self { inv_freq }
-    }
-
-    /// `cos`, `sin` of shape `[seq, head_dim / 2]` for positions `0..seq`, in `dtype`.
-    fn tables(&self, seq: usize, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
-        let half = self.inv_freq.len();
-        let mut angles = Vec::with_capacity(seq * half);
-        for p in 0..seq {
-            angles.extend(self.inv_freq.iter().map(|f| p as f32 * f));
-        }
-        let angles = Tensor::from_vec(angles, (seq, half), device)?;
-        Ok((
-            angles.cos()?.to_dtype(dtype)?,
-            angles.sin()?.to_dtype(dtype)?,
-        ))
-    }
 }
 
 struct Mlp {
@@ -199,10 +191,11 @@ impl Mlp {
     }
 }
 
-/// Per-forward state shared by every block: RoPE tables and the two attention masks.
+/// Per-forward state shared by every block: RoPE tables and attention masks for the global
+/// and the sliding blocks.
 struct ForwardContext {
-    cos: Tensor,
-    sin: Tensor,
+    global_rope: (Tensor, Tensor),
+    sliding_rope: (Tensor, Tensor),
     full_mask: Tensor,
     sliding_mask: Option<Tensor>,
 }
@@ -212,6 +205,9 @@ struct Attention {
     k_proj: Linear,
     v_proj: Linear,
     o_proj: Linear,
+    /// Gemma-3 only.
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
@@ -221,15 +217,23 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(cfg: &Config, sliding: bool, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &Config, gen: Generation, sliding: bool, vb: VarBuilder) -> Result<Self> {
         let (h, d) = (cfg.hidden_size, cfg.head_dim);
         let (nh, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
         let bias = cfg.attention_bias;
+        let qk_norm = |name: &str| match gen {
+            Generation::Gemma2 => Ok(None),
+            Generation::Gemma3 => {
+                RmsNorm::new(d, cfg.rms_norm_eps, NormStyle::GemmaOnePlus, vb.pp(name)).map(Some)
+            }
+        };
         Ok(Self {
             q_proj: linear_b(h, nh * d, bias, vb.pp("q_proj"))?,
             k_proj: linear_b(h, nkv * d, bias, vb.pp("k_proj"))?,
             v_proj: linear_b(h, nkv * d, bias, vb.pp("v_proj"))?,
             o_proj: linear_b(nh * d, h, bias, vb.pp("o_proj"))?,
+            q_norm: qk_norm("q_norm")?,
+            k_norm: qk_norm("k_norm")?,
             num_heads: nh,
             num_kv_heads: nkv,
             head_dim: d,
@@ -239,53 +243,23 @@ impl Attention {
         })
     }
 
-    /// `[b, t, heads * d]` -> `[b, heads, t, d]`
-    fn split_heads(&self, xs: &Tensor, heads: usize) -> Result<Tensor> {
-        let (b, t, _) = xs.dims3()?;
-        Ok(xs
-            .reshape((b, t, heads, self.head_dim))?
-            .transpose(1, 2)?
-            .contiguous()?)
-    }
-
-    /// Grouped-query attention: each key/value head serves `heads / kv_heads` query heads.
-    fn repeat_kv(&self, xs: Tensor) -> Result<Tensor> {
-        let groups = self.num_heads / self.num_kv_heads;
-        if groups == 1 {
-            return Ok(xs);
-        }
-        let (b, kv, t, d) = xs.dims4()?;
-        Ok(xs
-            .unsqueeze(2)?
-            .expand((b, kv, groups, t, d))?
-            .reshape((b, kv * groups, t, d))?)
-    }
-
     fn forward(&self, xs: &Tensor, ctx: &ForwardContext) -> Result<Tensor> {
-        let (b, t, _) = xs.dims3()?;
-        let q = self.split_heads(&self.q_proj.forward(xs)?, self.num_heads)?;
-        let k = self.split_heads(&self.k_proj.forward(xs)?, self.num_kv_heads)?;
-        let v = self.split_heads(&self.v_proj.forward(xs)?, self.num_kv_heads)?;
-        let q = candle_nn::rotary_emb::rope(&q, &ctx.cos, &ctx.sin)?;
-        let k = candle_nn::rotary_emb::rope(&k, &ctx.cos, &ctx.sin)?;
-        let k = self.repeat_kv(k)?;
-        let v = self.repeat_kv(v)?.contiguous()?;
-
-        let mut logits = (q.matmul(&k.t()?.contiguous()?)? * self.scale)?;
-        if let Some(cap) = self.softcap {
-            logits = ((logits / cap)?.tanh()? * cap)?;
+        let d = self.head_dim;
+        let mut q = split_heads(&self.q_proj.forward(xs)?, self.num_heads, d)?;
+        let mut k = split_heads(&self.k_proj.forward(xs)?, self.num_kv_heads, d)?;
+        let v = split_heads(&self.v_proj.forward(xs)?, self.num_kv_heads, d)?;
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q = qn.forward(&q)?;
+            k = kn.forward(&k)?;
         }
-        let mask = match (&ctx.sliding_mask, self.sliding) {
-            (Some(m), true) => m,
-            _ => &ctx.full_mask,
+        let ((cos, sin), mask) = match (self.sliding, &ctx.sliding_mask) {
+            (true, Some(m)) => (&ctx.sliding_rope, m),
+            (true, None) => (&ctx.sliding_rope, &ctx.full_mask),
+            (false, _) => (&ctx.global_rope, &ctx.full_mask),
         };
-        // Softmax in f32 as HF's eager path does, then back to the model dtype.
-        let logits = logits.to_dtype(DType::F32)?.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax_last_dim(&logits)?.to_dtype(v.dtype())?;
-        let out = probs.matmul(&v)?;
-        let out = out
-            .transpose(1, 2)?
-            .reshape((b, t, self.num_heads * self.head_dim))?;
+        let q = rope::apply(&q, cos, sin)?;
+        let k = rope::apply(&k, cos, sin)?;
+        let out = attend(&q, k, v, self.scale, self.softcap, mask)?;
         Ok(self.o_proj.forward(&out)?)
     }
 }
@@ -301,15 +275,22 @@ struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn new(cfg: &Config, i: usize, vb: VarBuilder) -> Result<Self> {
-        let (h, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
+    fn new(cfg: &Config, gen: Generation, i: usize, vb: VarBuilder) -> Result<Self> {
+        let norm = |name: &str| {
+            RmsNorm::new(
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+                NormStyle::GemmaOnePlus,
+                vb.pp(name),
+            )
+        };
         Ok(Self {
-            self_attn: Attention::new(cfg, cfg.is_sliding(i), vb.pp("self_attn"))?,
+            self_attn: Attention::new(cfg, gen, cfg.is_sliding(gen, i), vb.pp("self_attn"))?,
             mlp: Mlp::new(cfg, vb.pp("mlp"))?,
-            input_layernorm: RmsNorm::new(h, eps, vb.pp("input_layernorm"))?,
-            post_attention_layernorm: RmsNorm::new(h, eps, vb.pp("post_attention_layernorm"))?,
-            pre_feedforward_layernorm: RmsNorm::new(h, eps, vb.pp("pre_feedforward_layernorm"))?,
-            post_feedforward_layernorm: RmsNorm::new(h, eps, vb.pp("post_feedforward_layernorm"))?,
+            input_layernorm: norm("input_layernorm")?,
+            post_attention_layernorm: norm("post_attention_layernorm")?,
+            pre_feedforward_layernorm: norm("pre_feedforward_layernorm")?,
+            post_feedforward_layernorm: norm("post_feedforward_layernorm")?,
         })
     }
 
@@ -328,25 +309,31 @@ impl DecoderLayer {
 pub struct Model {
     embed_tokens: Embedding,
     layers: Vec<DecoderLayer>,
-    rotary: Rotary,
+    global_inv_freq: Vec<f32>,
+    sliding_inv_freq: Vec<f32>,
+    any_sliding: bool,
     cfg: Config,
     dtype: DType,
     device: Device,
 }
 
 impl Model {
-    /// Loads the embedding and blocks `0..num_loaded` (never the final norm or LM head).
-    pub fn new(cfg: &Config, num_loaded: usize, vb: VarBuilder) -> Result<Self> {
-        cfg.validate()?;
-        let vb_m = vb.pp("model");
-        let embed = vb_m.get((cfg.vocab_size, cfg.hidden_size), "embed_tokens.weight")?;
-        let layers = (0..num_loaded.min(cfg.num_hidden_layers))
-            .map(|i| DecoderLayer::new(cfg, i, vb_m.pp("layers").pp(i)))
+    /// Loads the embedding and blocks `0..num_loaded` (never the final norm or LM head) from
+    /// `vb`, which points at the text model (`model` in a causal-LM checkpoint).
+    pub fn new(cfg: &Config, gen: Generation, num_loaded: usize, vb: VarBuilder) -> Result<Self> {
+        cfg.validate(gen)?;
+        let embed = vb.get((cfg.vocab_size, cfg.hidden_size), "embed_tokens.weight")?;
+        let n = num_loaded.min(cfg.num_hidden_layers);
+        let layers = (0..n)
+            .map(|i| DecoderLayer::new(cfg, gen, i, vb.pp("layers").pp(i)))
             .collect::<Result<Vec<_>>>()?;
+        let (global_inv_freq, sliding_inv_freq) = cfg.rope_frequencies(gen)?;
         Ok(Self {
             embed_tokens: Embedding::new(embed, cfg.hidden_size),
             layers,
-            rotary: Rotary::new(cfg),
+            global_inv_freq,
+            sliding_inv_freq,
+            any_sliding: (0..n).any(|i| cfg.is_sliding(gen, i)),
             cfg: cfg.clone(),
             dtype: vb.dtype(),
             device: vb.device().clone(),
@@ -364,23 +351,20 @@ impl Model {
 
     fn context(&self, batch: &TokenBatch) -> Result<ForwardContext> {
         let t = batch.max_len();
-        let (cos, sin) = self.rotary.tables(t, self.dtype, &self.device)?;
+        let global_rope = rope::tables(&self.global_inv_freq, t, self.dtype, &self.device)?;
+        let sliding_rope = rope::tables(&self.sliding_inv_freq, t, self.dtype, &self.device)?;
         let full_mask = attention_mask(&batch.lengths, t, None, &self.device)?;
-        let needs_window = self.cfg.sliding_window.is_some_and(|w| w < t)
-            && (0..self.layers.len()).any(|i| self.cfg.is_sliding(i));
-        let sliding_mask = if needs_window {
-            Some(attention_mask(
-                &batch.lengths,
-                t,
-                self.cfg.sliding_window,
-                &self.device,
-            )?)
-        } else {
-            None
+        let window = self
+            .cfg
+            .sliding_window
+            .filter(|&w| w < t && self.any_sliding);
+        let sliding_mask = match window {
+            Some(w) => Some(attention_mask(&batch.lengths, t, Some(w), &self.device)?),
+            None => None,
         };
         Ok(ForwardContext {
-            cos,
-            sin,
+            global_rope,
+            sliding_rope,
             full_mask,
             sliding_mask,
         })
@@ -443,19 +427,25 @@ mod tests {
     fn config(extra: &str) -> Config {
         let json = format!(
             r#"{{"vocab_size": 8, "hidden_size": 4, "intermediate_size": 8,
-                "num_hidden_layers": 4, "num_attention_heads": 2, "num_key_value_heads": 1,
+                "num_hidden_layers": 12, "num_attention_heads": 2, "num_key_value_heads": 1,
                 "head_dim": 2, "query_pre_attn_scalar": 144 {extra}}}"#
         );
         serde_json::from_str(&json).unwrap()
     }
 
     #[test]
-    fn even_blocks_slide_by_default_as_in_hf() {
+    fn sliding_blocks_follow_hf_defaults() {
         let cfg = config("");
-        let sliding: Vec<bool> = (0..4).map(|i| cfg.is_sliding(i)).collect();
-        assert_eq!(sliding, vec![true, false, true, false]);
+        let g2: Vec<bool> = (0..4)
+            .map(|i| cfg.is_sliding(Generation::Gemma2, i))
+            .collect();
+        assert_eq!(g2, vec![true, false, true, false]);
+        let g3: Vec<usize> = (0..12)
+            .filter(|&i| !cfg.is_sliding(Generation::Gemma3, i))
+            .collect();
+        assert_eq!(g3, vec![5, 11]);
         let cfg = config(r#", "layer_types": ["full_attention", "sliding_attention"]"#);
-        assert!(!cfg.is_sliding(0) && cfg.is_sliding(1));
+        assert!(!cfg.is_sliding(Generation::Gemma2, 0) && cfg.is_sliding(Generation::Gemma2, 1));
     }
 
     #[test]
@@ -467,6 +457,17 @@ mod tests {
     fn rejects_heads_that_do_not_group() {
         let mut cfg = config("");
         cfg.num_key_value_heads = 3;
-        assert!(cfg.validate().is_err());
+        assert!(cfg.validate(Generation::Gemma2).is_err());
+    }
+
+    #[test]
+    fn gemma3_scales_only_global_rope() {
+        let cfg = config(
+            r#", "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
+               "rope_scaling": {"rope_type": "linear", "factor": 8.0}"#,
+        );
+        let (global, local) = cfg.rope_frequencies(Generation::Gemma3).unwrap();
+        assert_eq!(global, vec![1.0 / 8.0]);
+        assert_eq!(local, vec![1.0]);
     }
 }
