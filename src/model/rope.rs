@@ -54,7 +54,7 @@ pub fn inv_freq(dim: usize, base: f64, scaling: Option<&RopeScalingConfig>) -> R
                     let f = f64::from(f);
                     let wavelen = 2.0 * std::f64::consts::PI / f;
                     let scaled = if wavelen > low_wavelen { f / factor } else { f };
-                    let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+                    let medium = (high_wavelen..=low_wavelen).contains(&wavelen);
                     if medium {
                         let smooth = (old / wavelen - low) / (high - low);
                         ((1.0 - smooth) * scaled / factor + smooth * scaled) as f32
