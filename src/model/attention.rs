@@ -1,5 +1,8 @@
 //! The eager attention core shared by every architecture: scores, optional soft-cap, additive
-//! mask, softmax in f32, weighted values. Grouped-query heads are expanded here.
+//! mask, softmax with f32 accumulation, weighted values.
+//!
+//! Grouped-query heads are handled by folding each key/value head's query group into the
+//! sequence axis (`[b, kv, groups * t, d]`), so keys and values are never copied per head.
 
 use candle_core::{DType, Tensor};
 
@@ -14,39 +17,45 @@ pub fn split_heads(xs: &Tensor, heads: usize, head_dim: usize) -> Result<Tensor>
         .contiguous()?)
 }
 
-/// Grouped-query attention: each key/value head serves `groups` query heads.
-pub fn repeat_kv(xs: Tensor, groups: usize) -> Result<Tensor> {
-    if groups == 1 {
-        return Ok(xs);
+/// Softmax over the last axis, accumulated in f32 as HF's eager path does (`softmax(...,
+/// dtype=float32)`), returned in the input dtype. candle's CUDA kernels accumulate half types
+/// in f32 already; its CPU kernel does not, so half types go through f32 there.
+fn softmax_f32_accum(xs: &Tensor) -> Result<Tensor> {
+    let dtype = xs.dtype();
+    if dtype == DType::F32 || xs.device().is_cuda() {
+        return Ok(candle_nn::ops::softmax_last_dim(xs)?);
     }
-    let (b, kv, t, d) = xs.dims4()?;
-    Ok(xs
-        .unsqueeze(2)?
-        .expand((b, kv, groups, t, d))?
-        .reshape((b, kv * groups, t, d))?)
+    let p = candle_nn::ops::softmax_last_dim(&xs.to_dtype(DType::F32)?)?;
+    Ok(p.to_dtype(dtype)?)
 }
 
 /// Eager attention over `[b, h, t, d]` queries and `[b, kv, s, d]` keys and values with an
-/// additive f32 mask `[b, 1, t, s]`; returns `[b, t, h * d]`.
+/// additive mask `[1, 1, t, s]` in the model dtype; returns `[b, t, h * d]`.
 pub fn attend(
     q: &Tensor,
-    k: Tensor,
-    v: Tensor,
+    k: &Tensor,
+    v: &Tensor,
     scale: f64,
     softcap: Option<f64>,
     mask: &Tensor,
 ) -> Result<Tensor> {
     let (b, h, t, d) = q.dims4()?;
-    let groups = h / k.dim(1)?;
-    let k = repeat_kv(k, groups)?;
-    let v = repeat_kv(v, groups)?.contiguous()?;
-    let mut logits = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
-    if let Some(cap) = softcap {
-        logits = ((logits / cap)?.tanh()? * cap)?;
-    }
-    // Softmax in f32 as HF's eager path does, then back to the model dtype.
-    let logits = logits.to_dtype(DType::F32)?.broadcast_add(mask)?;
-    let probs = candle_nn::ops::softmax_last_dim(&logits)?.to_dtype(v.dtype())?;
-    let out = probs.matmul(&v)?;
-    Ok(out.transpose(1, 2)?.reshape((b, t, h * d))?)
+    let (kv, s) = (k.dim(1)?, k.dim(2)?);
+    let groups = h / kv;
+    // Query heads j*groups .. (j+1)*groups share key/value head j, as HF's repeat_kv lays out.
+    let q = q.contiguous()?.reshape((b, kv, groups * t, d))?;
+    let logits = q.matmul(&k.t()?)?;
+    let logits = match softcap {
+        Some(cap) => ((logits * (scale / cap))?.tanh()? * cap)?,
+        None => (logits * scale)?,
+    };
+    let logits = logits
+        .reshape((b, kv, groups, t, s))?
+        .broadcast_add(&mask.reshape((1, 1, 1, t, s))?)?;
+    let probs = softmax_f32_accum(&logits)?.reshape((b, kv, groups * t, s))?;
+    let out = probs.matmul(&v.contiguous()?)?;
+    Ok(out
+        .reshape((b, h, t, d))?
+        .transpose(1, 2)?
+        .reshape((b, t, h * d))?)
 }

@@ -14,7 +14,7 @@ use candle_nn::{linear_b, Embedding, Linear, VarBuilder};
 use serde::Deserialize;
 
 use super::attention::{attend, split_heads};
-use super::mask::attention_mask;
+use super::mask::causal_mask;
 use super::norm::{NormStyle, RmsNorm};
 use super::rope::{self, RopeScalingConfig};
 use super::{DecoderModel, LayerHook, TokenBatch};
@@ -259,7 +259,7 @@ impl Attention {
         };
         let q = rope::apply(&q, cos, sin)?;
         let k = rope::apply(&k, cos, sin)?;
-        let out = attend(&q, k, v, self.scale, self.softcap, mask)?;
+        let out = attend(&q, &k, &v, self.scale, self.softcap, mask)?;
         Ok(self.o_proj.forward(&out)?)
     }
 }
@@ -353,13 +353,13 @@ impl Model {
         let t = batch.max_len();
         let global_rope = rope::tables(&self.global_inv_freq, t, self.dtype, &self.device)?;
         let sliding_rope = rope::tables(&self.sliding_inv_freq, t, self.dtype, &self.device)?;
-        let full_mask = attention_mask(&batch.lengths, t, None, &self.device)?;
+        let full_mask = causal_mask(t, None, self.dtype, &self.device)?;
         let window = self
             .cfg
             .sliding_window
             .filter(|&w| w < t && self.any_sliding);
         let sliding_mask = match window {
-            Some(w) => Some(attention_mask(&batch.lengths, t, Some(w), &self.device)?),
+            Some(w) => Some(causal_mask(t, Some(w), self.dtype, &self.device)?),
             None => None,
         };
         Ok(ForwardContext {

@@ -10,7 +10,7 @@ use candle_nn::{linear_b, Embedding, Linear, VarBuilder};
 use serde::Deserialize;
 
 use super::attention::{attend, split_heads};
-use super::mask::attention_mask;
+use super::mask::causal_mask;
 use super::norm::{NormStyle, RmsNorm};
 use super::rope::{self, RopeScalingConfig};
 use super::{DecoderModel, LayerHook, TokenBatch};
@@ -191,7 +191,7 @@ impl Attention {
             (true, Some(m)) => m,
             _ => &ctx.full_mask,
         };
-        let out = attend(&q, k, v, (d as f64).powf(-0.5), None, mask)?;
+        let out = attend(&q, &k, &v, (d as f64).powf(-0.5), None, mask)?;
         Ok(self.o_proj.forward(&out)?)
     }
 }
@@ -268,9 +268,9 @@ impl Model {
     fn context(&self, batch: &TokenBatch) -> Result<ForwardContext> {
         let t = batch.max_len();
         let (cos, sin) = rope::tables(&self.inv_freq, t, self.dtype, &self.device)?;
-        let full_mask = attention_mask(&batch.lengths, t, None, &self.device)?;
+        let full_mask = causal_mask(t, None, self.dtype, &self.device)?;
         let sliding_mask = match self.window.filter(|&w| w < t) {
-            Some(w) => Some(attention_mask(&batch.lengths, t, Some(w), &self.device)?),
+            Some(w) => Some(causal_mask(t, Some(w), self.dtype, &self.device)?),
             None => None,
         };
         Ok(ForwardContext {

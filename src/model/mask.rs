@@ -1,43 +1,40 @@
-//! Attention masks for right-padded batches: causal, optionally sliding, padding-aware.
+//! Attention masks for right-padded batches: causal, optionally sliding.
 //!
 //! Sequences are right-padded and every sequence starts at position 0, so padding never moves
-//! a real token's RoPE position. Real queries never see pad keys. A pad query may see itself,
-//! so its softmax row is never empty: an all-masked row would give NaN, and `0 * NaN` in the
-//! next `attn @ v` would poison real rows too.
+//! a real token's RoPE position. Nor can it leak into attention: a real token at position `q`
+//! only sees keys `k <= q`, all of them real, so a plain causal mask already keeps padding out.
+//! Pad positions attend among themselves (at least to themselves, so no softmax row is empty
+//! and no NaN appears); what they compute is never read. One `[1, 1, t, t]` mask therefore
+//! serves the whole batch.
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
 
-/// Whether query `q` may attend to key `k` in a sequence with `len` real tokens.
-pub fn allowed(q: usize, k: usize, len: usize, window: Option<usize>) -> bool {
-    if k == q {
-        return true;
-    }
-    k < q && k < len && window.is_none_or(|w| q - k < w)
+/// Whether query `q` may attend to key `k`: causal, and within the last `window` positions
+/// (HF's sliding window: `0 <= q - k < window`).
+pub fn allowed(q: usize, k: usize, window: Option<usize>) -> bool {
+    k <= q && window.is_none_or(|w| q - k < w)
 }
 
-/// An additive `[batch, 1, seq, seq]` f32 mask: 0 where allowed, -inf elsewhere.
-pub fn attention_mask(
-    lengths: &[usize],
+/// An additive `[1, 1, seq, seq]` mask in `dtype`: 0 where allowed, -inf elsewhere.
+pub fn causal_mask(
     seq_len: usize,
     window: Option<usize>,
+    dtype: DType,
     device: &Device,
 ) -> Result<Tensor> {
-    let mut data = Vec::with_capacity(lengths.len() * seq_len * seq_len);
-    for &len in lengths {
-        for q in 0..seq_len {
-            for k in 0..seq_len {
-                let ok = allowed(q, k, len, window);
-                data.push(if ok { 0f32 } else { f32::NEG_INFINITY });
-            }
+    let mut data = Vec::with_capacity(seq_len * seq_len);
+    for q in 0..seq_len {
+        for k in 0..seq_len {
+            data.push(if allowed(q, k, window) {
+                0f32
+            } else {
+                f32::NEG_INFINITY
+            });
         }
     }
-    Ok(Tensor::from_vec(
-        data,
-        (lengths.len(), 1, seq_len, seq_len),
-        device,
-    )?)
+    Ok(Tensor::from_vec(data, (1, 1, seq_len, seq_len), device)?.to_dtype(dtype)?)
 }
 
 #[cfg(test)]
@@ -46,21 +43,29 @@ mod tests {
 
     #[test]
     fn sliding_window_keeps_the_last_w_positions() {
-        // HF: a sliding layer lets q see k when 0 <= q - k < window.
         let w = Some(3);
-        assert!(allowed(5, 3, 10, w));
-        assert!(allowed(5, 5, 10, w));
-        assert!(!allowed(5, 2, 10, w));
-        assert!(!allowed(5, 6, 10, w));
-        assert!(allowed(5, 0, 10, None));
+        assert!(allowed(5, 3, w));
+        assert!(allowed(5, 5, w));
+        assert!(!allowed(5, 2, w));
+        assert!(!allowed(5, 6, w));
+        assert!(allowed(5, 0, None));
     }
 
     #[test]
-    fn real_tokens_never_see_padding_and_pad_rows_are_not_empty() {
-        assert!(!allowed(6, 4, 4, None));
-        assert!(allowed(3, 0, 4, None));
+    fn every_row_sees_itself() {
         for q in 0..8 {
-            assert!((0..8).any(|k| allowed(q, k, 2, Some(1))));
+            assert!(allowed(q, q, Some(1)));
         }
+    }
+
+    #[test]
+    fn mask_values() {
+        let m = causal_mask(3, Some(2), DType::F32, &Device::Cpu).unwrap();
+        let rows: Vec<Vec<f32>> = m.squeeze(0).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+        let inf = f32::NEG_INFINITY;
+        assert_eq!(
+            rows,
+            vec![vec![0., inf, inf], vec![0., 0., inf], vec![inf, 0., 0.]]
+        );
     }
 }
