@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use train_vector::model::embedding::TokenEmbedding;
 use train_vector::model::gemma::{Config, Generation, Model};
 use train_vector::model::{DecoderModel, NoHook, TokenBatch};
 use train_vector::train::{train, TokenPair, TrainOptions};
@@ -65,12 +66,14 @@ fn random_model(cfg: &Config) -> Model {
             *w = w.squeeze(0).expect("squeeze");
         }
     }
+    let embed = TokenEmbedding::Full(t.remove("model.embed_tokens.weight").expect("embedding"));
     let vb = VarBuilder::from_tensors(t, DType::F32, &dev);
     Model::new(
         cfg,
         Generation::Gemma2,
         cfg.num_hidden_layers,
         vb.pp("model"),
+        embed,
     )
     .expect("model")
 }

@@ -165,6 +165,7 @@ fn train_all(cfg: &TrainConfig, args: &TrainArgs) -> Result<()> {
             device: device.clone(),
             dtype,
             num_blocks: Some(deepest + 1),
+            full_embedding: false,
         },
     )?;
     log!("  ✓ Model loaded ({:?} on {})", dtype, describe(&device));

@@ -10,10 +10,11 @@
 //! training.
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{linear_b, Embedding, Linear, VarBuilder};
+use candle_nn::{linear_b, Linear, VarBuilder};
 use serde::Deserialize;
 
 use super::attention::{attend, split_heads};
+use super::embedding::TokenEmbedding;
 use super::mask::causal_mask;
 use super::norm::{NormStyle, RmsNorm};
 use super::rope::{self, RopeScalingConfig};
@@ -307,7 +308,7 @@ impl DecoderLayer {
 }
 
 pub struct Model {
-    embed_tokens: Embedding,
+    embed_tokens: TokenEmbedding,
     layers: Vec<DecoderLayer>,
     global_inv_freq: Vec<f32>,
     sliding_inv_freq: Vec<f32>,
@@ -320,16 +321,21 @@ pub struct Model {
 impl Model {
     /// Loads the embedding and blocks `0..num_loaded` (never the final norm or LM head) from
     /// `vb`, which points at the text model (`model` in a causal-LM checkpoint).
-    pub fn new(cfg: &Config, gen: Generation, num_loaded: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        cfg: &Config,
+        gen: Generation,
+        num_loaded: usize,
+        vb: VarBuilder,
+        embed_tokens: TokenEmbedding,
+    ) -> Result<Self> {
         cfg.validate(gen)?;
-        let embed = vb.get((cfg.vocab_size, cfg.hidden_size), "embed_tokens.weight")?;
         let n = num_loaded.min(cfg.num_hidden_layers);
         let layers = (0..n)
             .map(|i| DecoderLayer::new(cfg, gen, i, vb.pp("layers").pp(i)))
             .collect::<Result<Vec<_>>>()?;
         let (global_inv_freq, sliding_inv_freq) = cfg.rope_frequencies(gen)?;
         Ok(Self {
-            embed_tokens: Embedding::new(embed, cfg.hidden_size),
+            embed_tokens,
             layers,
             global_inv_freq,
             sliding_inv_freq,

@@ -6,10 +6,11 @@
 //! attention window on every block, Llama-3.x scales RoPE.
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{linear_b, Embedding, Linear, VarBuilder};
+use candle_nn::{linear_b, Linear, VarBuilder};
 use serde::Deserialize;
 
 use super::attention::{attend, split_heads};
+use super::embedding::TokenEmbedding;
 use super::mask::causal_mask;
 use super::norm::{NormStyle, RmsNorm};
 use super::rope::{self, RopeScalingConfig};
@@ -236,7 +237,7 @@ impl DecoderLayer {
 }
 
 pub struct Model {
-    embed_tokens: Embedding,
+    embed_tokens: TokenEmbedding,
     layers: Vec<DecoderLayer>,
     inv_freq: Vec<f32>,
     window: Option<usize>,
@@ -247,15 +248,20 @@ pub struct Model {
 
 impl Model {
     /// Loads the embedding and blocks `0..num_loaded` from `vb` pointing at the text model.
-    pub fn new(cfg: &Config, flavor: Flavor, num_loaded: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        cfg: &Config,
+        flavor: Flavor,
+        num_loaded: usize,
+        vb: VarBuilder,
+        embed_tokens: TokenEmbedding,
+    ) -> Result<Self> {
         cfg.validate()?;
-        let embed = vb.get((cfg.vocab_size, cfg.hidden_size), "embed_tokens.weight")?;
         let n = num_loaded.min(cfg.num_hidden_layers);
         let layers = (0..n)
             .map(|i| DecoderLayer::new(cfg, flavor, i, vb.pp("layers").pp(i)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            embed_tokens: Embedding::new(embed, cfg.hidden_size),
+            embed_tokens,
             layers,
             inv_freq: rope::inv_freq(cfg.head_dim(), cfg.rope_theta, cfg.rope_scaling.as_ref())?,
             window: (0..n).find_map(|i| cfg.window(flavor, i)),

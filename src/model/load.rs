@@ -9,7 +9,9 @@ use candle_nn::VarBuilder;
 use tokenizers::Tokenizer;
 
 use super::config::{read_config, Architecture, ModelConfig};
+use super::embedding::TokenEmbedding;
 use super::hub::HubRepo;
+use super::weights::SafetensorsFiles;
 use super::{gemma, llama, DecoderModel};
 use crate::error::{Error, Result};
 
@@ -37,6 +39,9 @@ pub struct LoadOptions {
     pub dtype: DType,
     /// Blocks to load, from block 0; `None` loads all of them.
     pub num_blocks: Option<usize>,
+    /// Keep the whole embedding table in memory (an LM head tied to it needs it); otherwise
+    /// rows are read from the checkpoint as batches need them.
+    pub full_embedding: bool,
 }
 
 pub struct LoadedModel {
@@ -212,20 +217,28 @@ fn text_prefix<'a>(vb: &VarBuilder<'a>, arch: Architecture) -> VarBuilder<'a> {
 /// Loads the tokenizer and the weights of the blocks `opts` asks for.
 pub fn load_model(spec: ModelSpec, opts: &LoadOptions) -> Result<LoadedModel> {
     let tokenizer = load_tokenizer(&spec.files.tokenizer)?;
-    // SAFETY: the files are memory-mapped read-only; candle copies what it uses into tensors.
-    let vb = unsafe {
-        VarBuilder::from_mmaped_safetensors(&spec.files.weights, opts.dtype, &opts.device)
-    }
-    .map_err(|e| {
-        Error::new(format!(
-            "cannot read weights of `{}`: {e}",
-            spec.files.origin
-        ))
-    })?;
+    let files = SafetensorsFiles::open(&spec.files.weights)?;
+    let root = VarBuilder::from_backend(Box::new(files.clone()), opts.dtype, opts.device.clone());
     let arch = spec.config.architecture;
-    let vb = text_prefix(&vb, arch);
+    let vb = text_prefix(&root, arch);
     let blocks = opts.num_blocks.unwrap_or(spec.num_layers);
     let context = |e: Error| e.context(format!("cannot load weights of `{}`", spec.files.origin));
+    let vocab = spec
+        .config
+        .text
+        .get("vocab_size")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0) as usize;
+    let shape = (vocab, spec.hidden_size);
+    let embed = if opts.full_embedding {
+        TokenEmbedding::Full(
+            vb.get(shape, "embed_tokens.weight")
+                .map_err(|e| context(e.into()))?,
+        )
+    } else {
+        let name = format!("{}.embed_tokens.weight", vb.prefix());
+        TokenEmbedding::rows(&files, &name, shape, opts.dtype, &opts.device).map_err(context)?
+    };
     let model: Box<dyn DecoderModel> = match arch {
         Architecture::Gemma2 | Architecture::Gemma3 | Architecture::Gemma3Multimodal => {
             let cfg: gemma::Config = parse_text_config(&spec)?;
@@ -234,7 +247,7 @@ pub fn load_model(spec: ModelSpec, opts: &LoadOptions) -> Result<LoadedModel> {
             } else {
                 gemma::Generation::Gemma3
             };
-            Box::new(gemma::Model::new(&cfg, gen, blocks, vb).map_err(context)?)
+            Box::new(gemma::Model::new(&cfg, gen, blocks, vb, embed).map_err(context)?)
         }
         Architecture::Llama | Architecture::Mistral | Architecture::Qwen2 => {
             let cfg: llama::Config = parse_text_config(&spec)?;
@@ -243,7 +256,7 @@ pub fn load_model(spec: ModelSpec, opts: &LoadOptions) -> Result<LoadedModel> {
                 Architecture::Qwen2 => llama::Flavor::Qwen2,
                 _ => llama::Flavor::Llama,
             };
-            Box::new(llama::Model::new(&cfg, flavor, blocks, vb).map_err(context)?)
+            Box::new(llama::Model::new(&cfg, flavor, blocks, vb, embed).map_err(context)?)
         }
     };
     let pad_id = spec

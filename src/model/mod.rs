@@ -6,6 +6,7 @@
 
 pub mod attention;
 pub mod config;
+pub mod embedding;
 pub mod gemma;
 pub mod hub;
 pub mod llama;
@@ -13,6 +14,7 @@ pub mod load;
 pub mod mask;
 pub mod norm;
 pub mod rope;
+pub mod weights;
 
 use candle_core::{Device, Tensor};
 

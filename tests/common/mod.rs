@@ -25,6 +25,7 @@ pub fn load(dir: &Path, dtype: DType, num_blocks: Option<usize>) -> LoadedModel 
             device: Device::Cpu,
             dtype,
             num_blocks,
+            full_embedding: false,
         },
     )
     .unwrap()

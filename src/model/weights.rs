@@ -1,0 +1,239 @@
+//! Safetensors weights read on demand: each tensor is read from its file when a block asks for
+//! it, so the blocks a run does not need are never read, nothing is memory-mapped (mapped
+//! pages would count twice towards resident memory while tensors are copied out), and sizes
+//! in the file are checked before anything is allocated.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Headers above this size are refused rather than allocated.
+const MAX_HEADER: u64 = 100 << 20;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    file: usize,
+    dtype: DType,
+    shape: Vec<usize>,
+    /// Absolute byte offset of the data in its file.
+    offset: u64,
+}
+
+impl Entry {
+    fn bytes(&self) -> usize {
+        self.shape.iter().product::<usize>() * self.dtype.size_in_bytes()
+    }
+}
+
+/// Every tensor of one checkpoint (one file or all shards), by name. Clones share the files.
+#[derive(Clone)]
+pub struct SafetensorsFiles {
+    files: Arc<Vec<(PathBuf, File)>>,
+    entries: Arc<HashMap<String, Entry>>,
+}
+
+fn dtype_of(name: &str) -> Option<DType> {
+    Some(match name {
+        "F32" => DType::F32,
+        "F16" => DType::F16,
+        "BF16" => DType::BF16,
+        "F64" => DType::F64,
+        "I64" => DType::I64,
+        "I32" => DType::I32,
+        "U32" => DType::U32,
+        "U8" => DType::U8,
+        _ => return None,
+    })
+}
+
+impl SafetensorsFiles {
+    pub fn open(paths: &[PathBuf]) -> Result<SafetensorsFiles> {
+        let mut files = Vec::new();
+        let mut entries = HashMap::new();
+        for (index, path) in paths.iter().enumerate() {
+            let file = File::open(path)
+                .map_err(|e| Error::new(format!("cannot open `{}`: {e}", path.display())))?;
+            for (name, entry) in read_header(&file, path, index)? {
+                entries.insert(name, entry);
+            }
+            files.push((path.clone(), file));
+        }
+        Ok(SafetensorsFiles {
+            files: Arc::new(files),
+            entries: Arc::new(entries),
+        })
+    }
+
+    fn path(&self, e: &Entry) -> &Path {
+        &self.files[e.file].0
+    }
+
+    /// Reads `name` as stored, checking its shape when one is expected.
+    fn read(&self, name: &str, expected: Option<&Shape>, dev: &Device) -> Result<Tensor> {
+        let e = self
+            .entries
+            .get(name)
+            .ok_or_else(|| Error::new(format!("checkpoint has no tensor `{name}`")))?;
+        if let Some(s) = expected {
+            if s.dims() != e.shape.as_slice() {
+                return Err(Error::new(format!(
+                    "tensor `{name}` in `{}` has shape {:?}, expected {:?}",
+                    self.path(e).display(),
+                    e.shape,
+                    s.dims()
+                )));
+            }
+        }
+        let mut buf = vec![0u8; e.bytes()];
+        self.files[e.file]
+            .1
+            .read_exact_at(&mut buf, e.offset)
+            .map_err(|err| {
+                Error::new(format!(
+                    "cannot read tensor `{name}` from `{}`: {err}",
+                    self.path(e).display()
+                ))
+            })?;
+        Ok(Tensor::from_raw_buffer(&buf, e.dtype, &e.shape, dev)?)
+    }
+
+    /// Reads rows `ids` of the 2-D tensor `name` (an embedding), as `[ids.len(), cols]`.
+    pub fn read_rows(&self, name: &str, ids: &[u32], dev: &Device) -> Result<Tensor> {
+        let e = self
+            .entries
+            .get(name)
+            .ok_or_else(|| Error::new(format!("checkpoint has no tensor `{name}`")))?;
+        let [rows, cols] = e.shape[..] else {
+            return Err(Error::new(format!("tensor `{name}` is not 2-D")));
+        };
+        let row_bytes = cols * e.dtype.size_in_bytes();
+        let mut buf = vec![0u8; ids.len() * row_bytes];
+        for (chunk, &id) in buf.chunks_exact_mut(row_bytes).zip(ids) {
+            if id as usize >= rows {
+                return Err(Error::new(format!(
+                    "token id {id} is outside `{name}` ({rows} rows)"
+                )));
+            }
+            let at = e.offset + (id as u64) * row_bytes as u64;
+            self.files[e.file]
+                .1
+                .read_exact_at(chunk, at)
+                .map_err(|err| Error::new(format!("cannot read `{name}` rows: {err}")))?;
+        }
+        Ok(Tensor::from_raw_buffer(
+            &buf,
+            e.dtype,
+            &[ids.len(), cols],
+            dev,
+        )?)
+    }
+
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.entries.get(name).map(|e| e.shape.as_slice())
+    }
+}
+
+/// Parses and checks one file's header: every tensor must lie inside the file and have as
+/// many bytes as its shape and dtype say.
+fn read_header(file: &File, path: &Path, index: usize) -> Result<Vec<(String, Entry)>> {
+    let bad = |what: String| {
+        Error::new(format!(
+            "`{}` is not a valid safetensors file: {what}",
+            path.display()
+        ))
+    };
+    let len = file.metadata().map_err(|e| bad(e.to_string()))?.len();
+    let mut n = [0u8; 8];
+    file.read_exact_at(&mut n, 0)
+        .map_err(|_| bad("shorter than its 8-byte header length".to_string()))?;
+    let n = u64::from_le_bytes(n);
+    if n > MAX_HEADER || n + 8 > len {
+        return Err(bad(format!(
+            "header length {n} does not fit the file ({len} bytes)"
+        )));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact_at(&mut header, 8)
+        .map_err(|e| bad(e.to_string()))?;
+    let header: Value =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
+    let Value::Object(map) = header else {
+        return Err(bad("header is not a JSON object".to_string()));
+    };
+    let data_start = 8 + n;
+    let mut out = Vec::new();
+    for (name, v) in map {
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype_name = v.get("dtype").and_then(Value::as_str).unwrap_or("");
+        let dtype = dtype_of(dtype_name).ok_or_else(|| {
+            bad(format!(
+                "tensor `{name}` has unsupported dtype `{dtype_name}`"
+            ))
+        })?;
+        let shape: Vec<usize> = v
+            .get("shape")
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .ok_or_else(|| bad(format!("tensor `{name}` has no valid shape")))?;
+        let offsets: [u64; 2] = v
+            .get("data_offsets")
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .ok_or_else(|| bad(format!("tensor `{name}` has no valid data_offsets")))?;
+        let numel = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| bad(format!("tensor `{name}` shape overflows")))?;
+        let want = (numel as u64).checked_mul(dtype.size_in_bytes() as u64);
+        let [start, end] = offsets;
+        if end < start || Some(end - start) != want || data_start + end > len {
+            return Err(bad(format!(
+                "tensor `{name}` data ({start}..{end}) does not match its shape or lies past the end"
+            ))
+            .with_hint("the file may be truncated or still downloading"));
+        }
+        out.push((
+            name,
+            Entry {
+                file: index,
+                dtype,
+                shape,
+                offset: data_start + start,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+impl SimpleBackend for SafetensorsFiles {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.read(name, Some(&s), dev)
+            .and_then(|t| Ok(t.to_dtype(dtype)?))
+            .map_err(|e| candle_core::Error::Msg(e.message().to_string()))
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.read(name, None, dev)
+            .and_then(|t| Ok(t.to_dtype(dtype)?))
+            .map_err(|e| candle_core::Error::Msg(e.message().to_string()))
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+}
