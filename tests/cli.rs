@@ -558,3 +558,57 @@ fn unwritable_output_dir() {
     );
     assert!(!err.contains("[1/4]"), "{err}");
 }
+
+fn copy_model(dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+        std::fs::copy(tiny_model_dir().join(f), dst.join(f)).unwrap();
+    }
+}
+
+#[test]
+fn truncated_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    copy_model(&dir);
+    let w = dir.join("model.safetensors");
+    let len = std::fs::metadata(&w).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&w).unwrap();
+    f.set_len(len - 100).unwrap();
+    let err = assert_fails(
+        &["--model", dir.to_str().unwrap()],
+        "not a valid safetensors file",
+    );
+    assert!(err.contains("truncated"), "{err}");
+    f.set_len(3).unwrap();
+    assert_fails(
+        &["--model", dir.to_str().unwrap()],
+        "not a valid safetensors file",
+    );
+}
+
+#[test]
+fn tensor_with_the_wrong_shape() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    copy_model(&dir);
+    let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let cfg = cfg.replace("\"intermediate_size\": 128", "\"intermediate_size\": 100");
+    std::fs::write(dir.join("config.json"), cfg).unwrap();
+    assert_fails(
+        &["--model", dir.to_str().unwrap()],
+        "tensor `model.layers.0.mlp.gate_proj.weight`",
+    );
+}
+
+#[test]
+fn config_vocab_disagrees_with_the_embedding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    copy_model(&dir);
+    let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    // the embedding then no longer matches either; the check names what is wrong
+    let cfg = cfg.replace("\"vocab_size\": 512", "\"vocab_size\": 300");
+    std::fs::write(dir.join("config.json"), cfg).unwrap();
+    assert_fails(&["--model", dir.to_str().unwrap()], "embed_tokens.weight");
+}

@@ -246,3 +246,69 @@ fn bf16_stays_close_to_the_f32_reference() {
         assert!(cos >= 0.98, "layer {k}: cosine {cos}");
     }
 }
+
+/// Residuals, token ids and trained vectors of another architecture's fixture against its
+/// HF / steering-vectors recordings (same prompts and pairs as the Gemma-2 fixture).
+fn assert_architecture_parity(model_dir: &str, golden: &str) {
+    let shared = Golden::load();
+    let g = Golden::named(golden);
+    let m = load(&common::fixtures().join(model_dir), DType::F32, None);
+    let prompts = shared.strings("prompts");
+    let ids = g.ids("prompt_ids");
+    let mut worst: f64 = 0.0;
+    for (p, (text, want_ids)) in prompts.iter().zip(&ids).enumerate() {
+        let got = m.tokenizer.encode(text.as_str(), true).unwrap();
+        assert_eq!(got.get_ids(), want_ids.as_slice());
+        let (res, _) = residuals(m.model.as_ref(), &[want_ids.as_slice()]);
+        for (k, t) in res {
+            let got: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            let want = g.tensors[&format!("prompt{p}.layer{k}")]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let err = rel_l2(&got, &want);
+            worst = worst.max(err);
+            assert!(
+                err <= RESIDUAL_TOL,
+                "{model_dir} prompt {p} layer {k}: {err:e}"
+            );
+        }
+    }
+    eprintln!("{model_dir}: worst residual rel L2 {worst:e}");
+    let tokens = tokenize_pairs(&m.tokenizer, &golden_pairs(&shared), m.model.as_ref()).unwrap();
+    let opts = TrainOptions {
+        layers: (0..m.model.num_layers()).collect(),
+        max_pairs_per_batch: None,
+        max_batch_tokens: 4096,
+        progress: false,
+        pad_id: m.pad_id,
+    };
+    let (got, _) = train(m.model.as_ref(), &tokens, &opts).unwrap();
+    assert_matches_reference(&got, &g, "all");
+}
+
+#[test]
+fn gemma3_matches_hf() {
+    assert_architecture_parity("tiny-gemma3", "tiny-gemma3");
+}
+
+#[test]
+fn gemma3_multimodal_checkpoint_runs_its_text_model() {
+    assert_architecture_parity("tiny-gemma3-multimodal", "tiny-gemma3");
+}
+
+#[test]
+fn llama_matches_hf() {
+    assert_architecture_parity("tiny-llama", "tiny-llama");
+}
+
+#[test]
+fn qwen2_matches_hf() {
+    assert_architecture_parity("tiny-qwen2", "tiny-qwen2");
+}
+
+#[test]
+fn mistral_matches_hf() {
+    assert_architecture_parity("tiny-mistral", "tiny-mistral");
+}

@@ -164,8 +164,41 @@ pub fn parse_config(text: &str) -> Result<ModelConfig> {
         for (k, v) in own {
             merged.insert(k.clone(), v.clone());
         }
+        adopt_rope_parameters(merged);
     }
     Ok(ModelConfig { architecture, text })
+}
+
+/// transformers 5 writes RoPE settings as `rope_parameters` (per attention type for Gemma-3)
+/// instead of `rope_theta` / `rope_scaling` / `rope_local_base_freq`; read them the same way.
+fn adopt_rope_parameters(text: &mut Map<String, Value>) {
+    let Some(Value::Object(params)) = text.get("rope_parameters").cloned() else {
+        return;
+    };
+    let apply = |text: &mut Map<String, Value>, p: &Map<String, Value>, theta_key: &str| {
+        if let Some(theta) = p.get("rope_theta") {
+            text.insert(theta_key.to_string(), theta.clone());
+        }
+        let kind = p
+            .get("rope_type")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        if theta_key == "rope_theta" && kind != "default" {
+            text.insert("rope_scaling".to_string(), Value::Object(p.clone()));
+        }
+    };
+    match (
+        params.get("full_attention"),
+        params.get("sliding_attention"),
+    ) {
+        (Some(Value::Object(full)), sliding) => {
+            apply(text, full, "rope_theta");
+            if let Some(Value::Object(sliding)) = sliding {
+                apply(text, sliding, "rope_local_base_freq");
+            }
+        }
+        _ => apply(text, &params, "rope_theta"),
+    }
 }
 
 #[cfg(test)]
@@ -195,6 +228,26 @@ mod tests {
         let c =
             parse_config(r#"{"model_type": "gemma2", "attn_logit_softcapping": null}"#).unwrap();
         assert!(c.text["attn_logit_softcapping"].is_null());
+    }
+
+    #[test]
+    fn transformers5_rope_parameters() {
+        let c = parse_config(
+            r#"{"model_type": "llama", "rope_parameters": {"rope_type": "llama3",
+                "rope_theta": 500000.0, "factor": 8.0}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.text["rope_theta"], 500000.0);
+        assert_eq!(c.text["rope_scaling"]["factor"], 8.0);
+        let c = parse_config(
+            r#"{"model_type": "gemma3_text", "rope_parameters": {
+                "full_attention": {"rope_type": "linear", "rope_theta": 1000000.0, "factor": 8.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.text["rope_theta"], 1000000.0);
+        assert_eq!(c.text["rope_local_base_freq"], 10000.0);
+        assert_eq!(c.text["rope_scaling"]["rope_type"], "linear");
     }
 
     #[test]

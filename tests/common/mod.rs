@@ -38,13 +38,22 @@ pub struct Golden {
 }
 
 impl Golden {
+    /// The Gemma-2 recordings, with the inputs every model's recordings share.
     pub fn load() -> Golden {
+        Golden::named("golden")
+    }
+
+    /// `golden/<name>.json` and `golden/<name>.safetensors`.
+    pub fn named(name: &str) -> Golden {
         let dir = fixtures().join("golden");
-        let meta = std::fs::read_to_string(dir.join("golden.json")).unwrap();
+        let meta = std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap();
         Golden {
             meta: serde_json::from_str(&meta).unwrap(),
-            tensors: candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu)
-                .unwrap(),
+            tensors: candle_core::safetensors::load(
+                dir.join(format!("{name}.safetensors")),
+                &Device::Cpu,
+            )
+            .unwrap(),
         }
     }
 
