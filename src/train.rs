@@ -145,13 +145,15 @@ impl LayerHook for ReadLastToken<'_> {
     }
 }
 
-/// Trains one vector from tokenized pairs. Positives and negatives share forward calls, and
-/// the batching is ours to choose: results do not depend on it beyond float noise.
-pub fn train(
+/// Runs every side of every pair through the model in planned batches and hands each
+/// last-token activation to `visit(layer, pair, positive, activation)`. Non-finite
+/// activations are refused, naming the layer and the pair.
+fn visit_last_tokens(
     model: &dyn DecoderModel,
     pairs: &[TokenPair],
     opts: &TrainOptions,
-) -> Result<(LayerVectors, TrainStats)> {
+    mut visit: impl FnMut(usize, usize, bool, &[f32]) -> Result<()>,
+) -> Result<TrainStats> {
     if pairs.is_empty() {
         return Err(Error::new("no contrast pairs to train on"));
     }
@@ -159,7 +161,6 @@ pub fn train(
         return Err(Error::new("no layers to train"));
     };
     let wanted: BTreeSet<usize> = opts.layers.iter().copied().collect();
-    let hidden = model.hidden_size();
     // Sequence 2i is pair i's positive side, 2i + 1 its negative side.
     let seqs: Vec<&[u32]> = pairs
         .iter()
@@ -171,10 +172,6 @@ pub fn train(
         opts.max_pairs_per_batch.map(|n| 2 * n),
         opts.max_batch_tokens,
     );
-
-    // sum(pos) - sum(neg) per layer, in f64 so the order of batches cannot matter.
-    let mut sums: BTreeMap<usize, Vec<f64>> =
-        wanted.iter().map(|&l| (l, vec![0f64; hidden])).collect();
     let mut sides_done = vec![0u8; pairs.len()];
     let bar = progress_bar(pairs.len(), opts.progress);
     let start = Instant::now();
@@ -200,9 +197,6 @@ pub fn train(
 
         for (layer, acts) in hook.captured {
             let acts: Vec<Vec<f32>> = acts.to_vec2()?;
-            let sum = sums
-                .get_mut(&layer)
-                .ok_or_else(|| Error::new(format!("layer {layer} was not requested")))?;
             for (&seq, act) in members.iter().zip(&acts) {
                 let (pair, positive) = (seq / 2, seq % 2 == 0);
                 if act.iter().any(|x| !x.is_finite()) {
@@ -212,10 +206,7 @@ pub fn train(
                     ))
                     .with_hint("reduced precision can overflow; try `--dtype f32`"));
                 }
-                let sign = if positive { 1.0 } else { -1.0 };
-                for (s, a) in sum.iter_mut().zip(act) {
-                    *s += sign * f64::from(*a);
-                }
+                visit(layer, pair, positive, act)?;
             }
         }
         for &seq in members {
@@ -226,21 +217,106 @@ pub fn train(
         }
     }
     bar.finish_and_clear();
+    Ok(TrainStats {
+        pairs: pairs.len(),
+        tokens,
+        batches: plan.len(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
 
+/// Trains one vector from tokenized pairs. Positives and negatives share forward calls, and
+/// the batching is ours to choose: results do not depend on it beyond float noise.
+pub fn train(
+    model: &dyn DecoderModel,
+    pairs: &[TokenPair],
+    opts: &TrainOptions,
+) -> Result<(LayerVectors, TrainStats)> {
+    let hidden = model.hidden_size();
+    // sum(pos) - sum(neg) per layer, in f64 so the order of batches cannot matter.
+    let mut sums: BTreeMap<usize, Vec<f64>> = opts
+        .layers
+        .iter()
+        .map(|&l| (l, vec![0f64; hidden]))
+        .collect();
+    let stats = visit_last_tokens(model, pairs, opts, |layer, _, positive, act| {
+        let sum = sums
+            .get_mut(&layer)
+            .ok_or_else(|| Error::new(format!("layer {layer} was not requested")))?;
+        let sign = if positive { 1.0 } else { -1.0 };
+        for (s, a) in sum.iter_mut().zip(act) {
+            *s += sign * f64::from(*a);
+        }
+        Ok(())
+    })?;
     let count = pairs.len() as f64;
     let vectors = sums
         .into_iter()
         .map(|(l, s)| (l, s.into_iter().map(|x| (x / count) as f32).collect()))
         .collect();
-    Ok((
-        vectors,
-        TrainStats {
-            pairs: pairs.len(),
-            tokens,
-            batches: plan.len(),
-            seconds: start.elapsed().as_secs_f64(),
-        },
-    ))
+    Ok((vectors, stats))
+}
+
+/// The last-token activations of both sides of every pair, per layer and in pair order.
+pub struct PairActivations {
+    pub positive: Vec<Vec<f32>>,
+    pub negative: Vec<Vec<f32>>,
+}
+
+/// Reads the activations [`train`] averages, without averaging them (for evaluation).
+pub fn pair_activations(
+    model: &dyn DecoderModel,
+    pairs: &[TokenPair],
+    opts: &TrainOptions,
+) -> Result<BTreeMap<usize, PairActivations>> {
+    let mut out: BTreeMap<usize, PairActivations> = opts
+        .layers
+        .iter()
+        .map(|&l| {
+            let empty = || vec![Vec::new(); pairs.len()];
+            (
+                l,
+                PairActivations {
+                    positive: empty(),
+                    negative: empty(),
+                },
+            )
+        })
+        .collect();
+    visit_last_tokens(model, pairs, opts, |layer, pair, positive, act| {
+        let slot = out
+            .get_mut(&layer)
+            .ok_or_else(|| Error::new(format!("layer {layer} was not requested")))?;
+        let side = if positive {
+            &mut slot.positive
+        } else {
+            &mut slot.negative
+        };
+        side[pair] = act.to_vec();
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Fraction of pairs whose positive side projects further along `v` than the negative side.
+pub fn projection_accuracy(acts: &PairActivations, v: &[f32]) -> f64 {
+    let dot = |a: &[f32]| {
+        a.iter()
+            .zip(v)
+            .map(|(x, y)| f64::from(*x) * f64::from(*y))
+            .sum::<f64>()
+    };
+    let n = acts.positive.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let wins = acts
+        .positive
+        .iter()
+        .zip(&acts.negative)
+        .filter(|(p, q)| dot(p) > dot(q))
+        .count();
+    wins as f64 / n as f64
 }
 
 fn progress_bar(len: usize, show: bool) -> ProgressBar {

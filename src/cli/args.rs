@@ -47,6 +47,11 @@ pub struct TrainArgs {
     #[arg(long, default_value = "google/gemma-2-27b-it")]
     pub model: String,
 
+    /// tokenizer.json to use instead of the model's own (required for a GGUF file without one
+    /// beside it)
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+
     /// Comma-separated layer numbers (e.g. "10,20,30" or "-1,-2,-3") or "all"
     #[arg(long, default_value = "all", allow_hyphen_values = true)]
     pub layers: String,

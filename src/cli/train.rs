@@ -22,6 +22,7 @@ use crate::vector::{SteeringVector, VectorFiles};
 pub struct TrainConfig {
     pub contrasts: Vec<ContrastType>,
     pub model: String,
+    pub tokenizer: Option<PathBuf>,
     pub layers: LayerSpec,
     /// `--batch-size` as given: a cap on pairs per batch.
     pub batch_size: Option<usize>,
@@ -50,6 +51,7 @@ impl TrainConfig {
         Ok(TrainConfig {
             contrasts: parse_contrast_types(&a.contrast_type)?,
             model: a.model.clone(),
+            tokenizer: a.tokenizer.clone(),
             layers: LayerSpec::parse(&a.layers)?,
             batch_size: a.batch_size,
             max_batch_tokens: a.max_batch_tokens,
@@ -150,7 +152,7 @@ fn train_all(cfg: &TrainConfig, args: &TrainArgs) -> Result<()> {
     }
 
     log!("\n[2/4] Loading model: {}", cfg.model);
-    let spec = inspect(locate(&cfg.model)?)?;
+    let spec = inspect(locate(&cfg.model, cfg.tokenizer.as_deref())?)?;
     let num_layers = spec.num_layers;
     let layers = cfg.layers.resolve(num_layers)?;
     let device = cfg.device.open()?;

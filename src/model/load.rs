@@ -1,5 +1,5 @@
-//! `--model` to a runnable model: a local directory or an HF repo id, then config, tokenizer
-//! and memory-mapped weights (one file or the shards an index lists).
+//! `--model` to a runnable model: a local directory, a GGUF file, or an HF repo id, then
+//! config, tokenizer and weights (one safetensors file, the shards an index lists, or GGUF).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -10,6 +10,7 @@ use tokenizers::Tokenizer;
 
 use super::config::{read_config, Architecture, ModelConfig};
 use super::embedding::TokenEmbedding;
+use super::gguf::GgufCheckpoint;
 use super::hub::HubRepo;
 use super::weights::SafetensorsFiles;
 use super::{gemma, llama, DecoderModel};
@@ -20,16 +21,19 @@ use crate::error::{Error, Result};
 pub struct ModelFiles {
     /// How the user named it: a directory, or an HF repo id.
     pub origin: String,
+    /// `config.json`, or the GGUF file whose metadata stands in for it.
     pub config: PathBuf,
     pub tokenizer: PathBuf,
     pub weights: Vec<PathBuf>,
+    pub gguf: bool,
 }
 
 /// What the config says, enough to resolve layers and name outputs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ModelSpec {
     pub files: ModelFiles,
     pub config: ModelConfig,
+    gguf: Option<GgufCheckpoint>,
     pub num_layers: usize,
     pub hidden_size: usize,
 }
@@ -61,19 +65,73 @@ fn looks_like_path(model: &str) -> bool {
         || model.ends_with('/')
 }
 
-/// Finds config, tokenizer and weights for `--model`.
-pub fn locate(model: &str) -> Result<ModelFiles> {
+/// Finds config, tokenizer and weights for `--model`; `tokenizer` replaces the model's own.
+pub fn locate(model: &str, tokenizer: Option<&Path>) -> Result<ModelFiles> {
     if model.trim().is_empty() {
         return Err(Error::new("`--model` is empty"));
     }
-    if looks_like_path(model) {
-        locate_dir(model)
+    let mut files = if let Some(gguf) = gguf_path(model)? {
+        locate_gguf(model, gguf, tokenizer.is_some())?
+    } else if looks_like_path(model) {
+        locate_dir(model, tokenizer.is_some())?
     } else {
-        locate_hub(model)
+        locate_hub(model, tokenizer.is_some())?
+    };
+    if let Some(t) = tokenizer {
+        if !t.is_file() {
+            return Err(Error::new(format!(
+                "`--tokenizer` file `{}` does not exist",
+                t.display()
+            )));
+        }
+        files.tokenizer = t.to_path_buf();
+    }
+    Ok(files)
+}
+
+/// A `.gguf` file, or a directory with no config.json holding exactly one.
+fn gguf_path(model: &str) -> Result<Option<PathBuf>> {
+    let p = Path::new(model);
+    if p.is_file() && p.extension().is_some_and(|e| e == "gguf") {
+        return Ok(Some(p.to_path_buf()));
+    }
+    if !p.is_dir() || p.join("config.json").exists() {
+        return Ok(None);
+    }
+    let ggufs: Vec<PathBuf> = std::fs::read_dir(p)
+        .map_err(|e| Error::new(format!("cannot read model directory `{model}`: {e}")))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|f| f.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    match ggufs.len() {
+        0 => Ok(None),
+        1 => Ok(ggufs.into_iter().next()),
+        n => Err(
+            Error::new(format!("model directory `{model}` holds {n} GGUF files"))
+                .with_hint("pass the one to use as `--model DIR/NAME.gguf`"),
+        ),
     }
 }
 
-fn locate_dir(model: &str) -> Result<ModelFiles> {
+fn locate_gguf(model: &str, gguf: PathBuf, tokenizer_given: bool) -> Result<ModelFiles> {
+    let beside = gguf.with_file_name("tokenizer.json");
+    if !beside.is_file() && !tokenizer_given {
+        return Err(Error::new(format!(
+            "no tokenizer for `{}`: GGUF tokenizers are not used, as they do not tokenize like HF",
+            gguf.display()
+        ))
+        .with_hint("put the model's tokenizer.json beside the file, or pass `--tokenizer FILE`"));
+    }
+    Ok(ModelFiles {
+        origin: model.to_string(),
+        config: gguf.clone(),
+        tokenizer: beside,
+        weights: vec![gguf],
+        gguf: true,
+    })
+}
+
+fn locate_dir(model: &str, tokenizer_given: bool) -> Result<ModelFiles> {
     let dir = PathBuf::from(model);
     if !dir.is_dir() {
         return Err(Error::new(format!("model directory `{model}` does not exist"))
@@ -90,7 +148,11 @@ fn locate_dir(model: &str) -> Result<ModelFiles> {
         }
     };
     let config = need("config.json")?;
-    let tokenizer = need("tokenizer.json")?;
+    let tokenizer = if tokenizer_given {
+        dir.join("tokenizer.json")
+    } else {
+        need("tokenizer.json")?
+    };
     let index = dir.join("model.safetensors.index.json");
     let weights = if index.is_file() {
         shards_from_index(&index, &dir)?
@@ -107,13 +169,18 @@ fn locate_dir(model: &str) -> Result<ModelFiles> {
         config,
         tokenizer,
         weights,
+        gguf: false,
     })
 }
 
-fn locate_hub(id: &str) -> Result<ModelFiles> {
+fn locate_hub(id: &str, tokenizer_given: bool) -> Result<ModelFiles> {
     let repo = HubRepo::new(id)?;
     let config = repo.get("config.json")?;
-    let tokenizer = repo.get("tokenizer.json")?;
+    let tokenizer = if tokenizer_given {
+        PathBuf::new()
+    } else {
+        repo.get("tokenizer.json")?
+    };
     let weights = match repo.try_get("model.safetensors.index.json")? {
         Some(index) => {
             let names = shard_names(&index)?;
@@ -131,6 +198,7 @@ fn locate_hub(id: &str) -> Result<ModelFiles> {
         config,
         tokenizer,
         weights,
+        gguf: false,
     })
 }
 
@@ -176,7 +244,12 @@ fn shards_from_index(index: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Reads the config of located files.
 pub fn inspect(files: ModelFiles) -> Result<ModelSpec> {
-    let config = read_config(&files.config)?;
+    let (config, gguf) = if files.gguf {
+        let (ckpt, config) = GgufCheckpoint::open(&files.config)?;
+        (config, Some(ckpt))
+    } else {
+        (read_config(&files.config)?, None)
+    };
     let (num_layers, hidden_size) = (config.num_layers(), config.hidden_size());
     if num_layers == 0 || hidden_size == 0 {
         return Err(Error::new(format!(
@@ -187,6 +260,7 @@ pub fn inspect(files: ModelFiles) -> Result<ModelSpec> {
     Ok(ModelSpec {
         files,
         config,
+        gguf,
         num_layers,
         hidden_size,
     })
@@ -217,8 +291,16 @@ fn text_prefix<'a>(vb: &VarBuilder<'a>, arch: Architecture) -> VarBuilder<'a> {
 /// Loads the tokenizer and the weights of the blocks `opts` asks for.
 pub fn load_model(spec: ModelSpec, opts: &LoadOptions) -> Result<LoadedModel> {
     let tokenizer = load_tokenizer(&spec.files.tokenizer)?;
-    let files = SafetensorsFiles::open(&spec.files.weights)?;
-    let root = VarBuilder::from_backend(Box::new(files.clone()), opts.dtype, opts.device.clone());
+    let safetensors = match &spec.gguf {
+        Some(_) => None,
+        None => Some(SafetensorsFiles::open(&spec.files.weights)?),
+    };
+    let backend: Box<dyn candle_nn::var_builder::SimpleBackend> = match (&spec.gguf, &safetensors) {
+        (Some(g), _) => Box::new(g.clone()),
+        (None, Some(f)) => Box::new(f.clone()),
+        (None, None) => return Err(Error::new("no weights to load")),
+    };
+    let root = VarBuilder::from_backend(backend, opts.dtype, opts.device.clone());
     let arch = spec.config.architecture;
     let vb = text_prefix(&root, arch);
     let blocks = opts.num_blocks.unwrap_or(spec.num_layers);
@@ -230,14 +312,15 @@ pub fn load_model(spec: ModelSpec, opts: &LoadOptions) -> Result<LoadedModel> {
         .and_then(serde_json::Value::as_u64)
         .unwrap_or(0) as usize;
     let shape = (vocab, spec.hidden_size);
-    let embed = if opts.full_embedding {
-        TokenEmbedding::Full(
+    let embed = match (&safetensors, opts.full_embedding) {
+        (Some(files), false) => {
+            let name = format!("{}.embed_tokens.weight", vb.prefix());
+            TokenEmbedding::rows(files, &name, shape, opts.dtype, &opts.device).map_err(context)?
+        }
+        _ => TokenEmbedding::Full(
             vb.get(shape, "embed_tokens.weight")
                 .map_err(|e| context(e.into()))?,
-        )
-    } else {
-        let name = format!("{}.embed_tokens.weight", vb.prefix());
-        TokenEmbedding::rows(&files, &name, shape, opts.dtype, &opts.device).map_err(context)?
+        ),
     };
     let model: Box<dyn DecoderModel> = match arch {
         Architecture::Gemma2 | Architecture::Gemma3 | Architecture::Gemma3Multimodal => {
@@ -265,7 +348,9 @@ pub fn load_model(spec: ModelSpec, opts: &LoadOptions) -> Result<LoadedModel> {
         .get("pad_token_id")
         .and_then(serde_json::Value::as_u64)
         .unwrap_or(0) as u32;
-    let tok_vocab = tokenizer.get_vocab_size(true);
+    // Added tokens past the embedding (Gemma-3 lists an image token there) are refused only
+    // if a text actually produces one; the base vocabulary must fit.
+    let tok_vocab = tokenizer.get_vocab_size(false);
     if tok_vocab > model.vocab_size() {
         return Err(Error::new(format!(
             "tokenizer `{}` has {tok_vocab} tokens but the model's embedding has only {}",

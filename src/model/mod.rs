@@ -8,6 +8,7 @@ pub mod attention;
 pub mod config;
 pub mod embedding;
 pub mod gemma;
+pub mod gguf;
 pub mod hub;
 pub mod llama;
 pub mod load;

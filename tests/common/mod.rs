@@ -18,7 +18,7 @@ pub fn tiny_model_dir() -> PathBuf {
 }
 
 pub fn load(dir: &Path, dtype: DType, num_blocks: Option<usize>) -> LoadedModel {
-    let spec = inspect(locate(dir.to_str().unwrap()).unwrap()).unwrap();
+    let spec = inspect(locate(dir.to_str().unwrap(), None).unwrap()).unwrap();
     load_model(
         spec,
         &LoadOptions {

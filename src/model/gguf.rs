@@ -1,0 +1,306 @@
+//! GGUF checkpoints (llama.cpp's format): the architecture and dimensions come from the file's
+//! metadata plus what the architecture leaves out, and tensors are dequantized on demand under
+//! HF's names, undoing llama.cpp's conversions (Gemma norms stored as `1 + w`, Llama q/k rows
+//! permuted for its RoPE layout).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use candle_core::quantized::gguf_file::{Content, Value as GgufValue};
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use serde_json::{json, Map, Value};
+
+use super::config::{Architecture, ModelConfig};
+use crate::error::{Error, Result};
+
+#[derive(Clone)]
+pub struct GgufCheckpoint {
+    path: PathBuf,
+    content: Arc<Content>,
+    file: Arc<Mutex<File>>,
+    architecture: Architecture,
+    heads: usize,
+    kv_heads: usize,
+}
+
+fn meta_u64(md: &HashMap<String, GgufValue>, key: &str) -> Option<u64> {
+    let v = md.get(key)?;
+    v.to_u64()
+        .ok()
+        .or_else(|| v.to_u32().ok().map(u64::from))
+        .or_else(|| v.to_i32().ok().and_then(|x| u64::try_from(x).ok()))
+}
+
+fn meta_f64(md: &HashMap<String, GgufValue>, key: &str) -> Option<f64> {
+    md.get(key)?.to_f32().ok().map(f64::from)
+}
+
+impl GgufCheckpoint {
+    /// Opens `path` and derives an HF-style config from its metadata.
+    pub fn open(path: &Path) -> Result<(GgufCheckpoint, ModelConfig)> {
+        let bad = |what: String| Error::new(format!("`{}` {what}", path.display()));
+        let mut file = File::open(path).map_err(|e| bad(format!("cannot be opened: {e}")))?;
+        let content =
+            Content::read(&mut file).map_err(|e| bad(format!("is not a valid GGUF file: {e}")))?;
+        let md = &content.metadata;
+        let arch_name = md
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_default();
+        let architecture = match arch_name.as_str() {
+            "gemma2" => Architecture::Gemma2,
+            "gemma3" => Architecture::Gemma3,
+            "llama" => Architecture::Llama,
+            "qwen2" => Architecture::Qwen2,
+            other => {
+                return Err(bad(format!("has unsupported GGUF architecture `{other}`"))
+                    .with_hint("supported GGUF architectures: gemma2, gemma3, llama, qwen2"))
+            }
+        };
+        let a = arch_name.as_str();
+        let need = |key: &str| {
+            meta_u64(md, &format!("{a}.{key}"))
+                .ok_or_else(|| bad(format!("has no `{a}.{key}` metadata")))
+        };
+        let hidden = need("embedding_length")? as usize;
+        let layers = need("block_count")? as usize;
+        let heads = need("attention.head_count")? as usize;
+        let kv_heads =
+            meta_u64(md, &format!("{a}.attention.head_count_kv")).unwrap_or(heads as u64) as usize;
+        let head_dim = meta_u64(md, &format!("{a}.attention.key_length"))
+            .map(|d| d as usize)
+            .unwrap_or(hidden / heads.max(1));
+        let vocab = content
+            .tensor_infos
+            .get("token_embd.weight")
+            .map(|t| t.shape.dims()[0])
+            .ok_or_else(|| bad("has no `token_embd.weight`".to_string()))?;
+        let mut cfg = Map::new();
+        let mut put = |k: &str, v: Value| {
+            cfg.insert(k.to_string(), v);
+        };
+        put("vocab_size", json!(vocab));
+        put("hidden_size", json!(hidden));
+        put("intermediate_size", json!(need("feed_forward_length")?));
+        put("num_hidden_layers", json!(layers));
+        put("num_attention_heads", json!(heads));
+        put("num_key_value_heads", json!(kv_heads));
+        put("head_dim", json!(head_dim));
+        if let Some(eps) = meta_f64(md, &format!("{a}.attention.layer_norm_rms_epsilon")) {
+            put("rms_norm_eps", json!(eps));
+        }
+        if let Some(theta) = meta_f64(md, &format!("{a}.rope.freq_base")) {
+            put("rope_theta", json!(theta));
+        }
+        if let Some(ctx) = meta_u64(md, &format!("{a}.context_length")) {
+            put("max_position_embeddings", json!(ctx));
+        }
+        if let Some(w) = meta_u64(md, &format!("{a}.attention.sliding_window")) {
+            put("sliding_window", json!(w));
+        }
+        let scaling_type = md
+            .get(&format!("{a}.rope.scaling.type"))
+            .and_then(|v| v.to_string().ok())
+            .cloned();
+        if let (Some(t), Some(f)) = (
+            scaling_type,
+            meta_f64(md, &format!("{a}.rope.scaling.factor")),
+        ) {
+            if t != "none" {
+                put("rope_scaling", json!({"rope_type": t, "factor": f}));
+            }
+        }
+        if matches!(architecture, Architecture::Gemma2 | Architecture::Gemma3) {
+            // Not in the file; llama.cpp hard-codes these: the 27B models scale attention by
+            // hidden / heads, the others by head_dim.
+            let big = (architecture == Architecture::Gemma2 && layers == 46)
+                || (architecture == Architecture::Gemma3 && layers == 62);
+            let scalar = if big { hidden / heads } else { head_dim };
+            put("query_pre_attn_scalar", json!(scalar));
+            if let Some(c) = meta_f64(md, &format!("{a}.attn_logit_softcapping")) {
+                put("attn_logit_softcapping", json!(c));
+            }
+        }
+        if architecture == Architecture::Qwen2 {
+            put("use_sliding_window", json!(false));
+        }
+        let mut raw = Map::new();
+        let model_type = match architecture {
+            Architecture::Gemma3 => "gemma3_text",
+            _ => a,
+        };
+        raw.insert("model_type".to_string(), json!(model_type));
+        raw.extend(cfg);
+        let config = super::config::parse_config(&Value::Object(raw).to_string())?;
+        Ok((
+            GgufCheckpoint {
+                path: path.to_path_buf(),
+                content: Arc::new(content),
+                file: Arc::new(Mutex::new(file)),
+                architecture,
+                heads,
+                kv_heads,
+            },
+            config,
+        ))
+    }
+
+    fn gemma(&self) -> bool {
+        matches!(
+            self.architecture,
+            Architecture::Gemma2 | Architecture::Gemma3
+        )
+    }
+
+    /// HF tensor name -> GGUF tensor name.
+    fn gguf_name(&self, hf: &str) -> Option<String> {
+        match hf {
+            "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
+            "model.norm.weight" => return Some("output_norm.weight".into()),
+            "lm_head.weight" => return Some("output.weight".into()),
+            _ => {}
+        }
+        let rest = hf.strip_prefix("model.layers.")?;
+        let (layer, rest) = rest.split_once('.')?;
+        let (module, kind) = rest.rsplit_once('.')?;
+        let mapped = match module {
+            "self_attn.q_proj" => "attn_q",
+            "self_attn.k_proj" => "attn_k",
+            "self_attn.v_proj" => "attn_v",
+            "self_attn.o_proj" => "attn_output",
+            "self_attn.q_norm" => "attn_q_norm",
+            "self_attn.k_norm" => "attn_k_norm",
+            "mlp.gate_proj" => "ffn_gate",
+            "mlp.up_proj" => "ffn_up",
+            "mlp.down_proj" => "ffn_down",
+            "input_layernorm" => "attn_norm",
+            "post_attention_layernorm" if self.gemma() => "post_attention_norm",
+            "post_attention_layernorm" => "ffn_norm",
+            "pre_feedforward_layernorm" => "ffn_norm",
+            "post_feedforward_layernorm" => "post_ffw_norm",
+            _ => return None,
+        };
+        Some(format!("blk.{layer}.{mapped}.{kind}"))
+    }
+
+    fn read(
+        &self,
+        hf: &str,
+        expected: Option<&Shape>,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<Tensor> {
+        let name = self
+            .gguf_name(hf)
+            .filter(|n| self.content.tensor_infos.contains_key(n))
+            .ok_or_else(|| {
+                Error::new(format!(
+                    "`{}` has no tensor for `{hf}`",
+                    self.path.display()
+                ))
+            })?;
+        let q = {
+            let mut f = self
+                .file
+                .lock()
+                .map_err(|_| Error::new("GGUF reader poisoned"))?;
+            self.content
+                .tensor(&mut *f, &name, &Device::Cpu)
+                .map_err(|e| {
+                    Error::new(format!(
+                        "cannot read `{name}` from `{}`: {e}",
+                        self.path.display()
+                    ))
+                })?
+        };
+        let mut t = q.dequantize(&Device::Cpu)?;
+        if let Some(s) = expected {
+            if t.dims() != s.dims() {
+                return Err(Error::new(format!(
+                    "tensor `{name}` in `{}` has shape {:?}, expected {:?}",
+                    self.path.display(),
+                    t.dims(),
+                    s.dims()
+                )));
+            }
+        }
+        if self.gemma() && name.ends_with("norm.weight") {
+            t = (t - 1.0)?;
+        }
+        if self.architecture == Architecture::Llama {
+            if name.ends_with("attn_q.weight") || name.ends_with("attn_q.bias") {
+                t = unpermute(&t, self.heads)?;
+            } else if name.ends_with("attn_k.weight") || name.ends_with("attn_k.bias") {
+                t = unpermute(&t, self.kv_heads)?;
+            }
+        }
+        Ok(t.to_dtype(dtype)?.to_device(dev)?)
+    }
+}
+
+/// Undoes llama.cpp's q/k row permutation: rows `(head, half, i)` were stored as
+/// `(head, i, half)`.
+fn unpermute(t: &Tensor, heads: usize) -> Result<Tensor> {
+    let dims = t.dims().to_vec();
+    let rows = dims[0];
+    let rest: usize = dims[1..].iter().product();
+    let half = rows / heads / 2;
+    Ok(t.reshape((heads, half, 2, rest))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape(dims)?)
+}
+
+impl SimpleBackend for GgufCheckpoint {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.read(name, Some(&s), dtype, dev)
+            .map_err(|e| candle_core::Error::Msg(e.message().to_string()))
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.read(name, None, dtype, dev)
+            .map_err(|e| candle_core::Error::Msg(e.message().to_string()))
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.gguf_name(name)
+            .is_some_and(|n| self.content.tensor_infos.contains_key(&n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permutation() {
+        // llama.cpp: w.reshape(h, 2, r/h/2, c).swapaxes(1, 2).reshape(w.shape)
+        let (h, r, c) = (2usize, 8usize, 3usize);
+        let w = Tensor::arange(0f32, (r * c) as f32, &Device::Cpu)
+            .unwrap()
+            .reshape((r, c))
+            .unwrap();
+        let permuted = w
+            .reshape((h, 2, r / h / 2, c))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .reshape((r, c))
+            .unwrap();
+        let back = unpermute(&permuted, h).unwrap();
+        assert_eq!(back.to_vec2::<f32>().unwrap(), w.to_vec2::<f32>().unwrap());
+    }
+}
