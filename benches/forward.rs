@@ -8,7 +8,7 @@ use candle_nn::VarBuilder;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use train_vector::model::embedding::TokenEmbedding;
 use train_vector::model::gemma::{Config, Generation, Model};
-use train_vector::model::{DecoderModel, NoHook, TokenBatch};
+use train_vector::model::{DecoderModel, ModelParts, NoHook, TokenBatch};
 use train_vector::train::{train, TokenPair, TrainOptions};
 
 const LAYERS: usize = 6;
@@ -68,14 +68,14 @@ fn random_model(cfg: &Config) -> Model {
     }
     let embed = TokenEmbedding::Full(t.remove("model.embed_tokens.weight").expect("embedding"));
     let vb = VarBuilder::from_tensors(t, DType::F32, &dev);
-    Model::new(
-        cfg,
-        Generation::Gemma2,
-        cfg.num_hidden_layers,
-        vb.pp("model"),
-        embed,
-    )
-    .expect("model")
+    let parts = ModelParts {
+        vb: vb.pp("model"),
+        embed_tokens: embed,
+        num_blocks: cfg.num_hidden_layers,
+        lm_head: None,
+        with_head: false,
+    };
+    Model::new(cfg, Generation::Gemma2, parts).expect("model")
 }
 
 fn sequences(n: usize, len: usize, vocab: u32) -> Vec<Vec<u32>> {

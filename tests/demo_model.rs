@@ -43,6 +43,7 @@ fn held_out_accuracy(contrast: ContrastType) -> Option<Vec<(usize, f64)>> {
             dtype: DType::F32,
             num_blocks: Some(13),
             full_embedding: false,
+            with_head: false,
         },
     )
     .unwrap();

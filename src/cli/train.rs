@@ -168,6 +168,7 @@ fn train_all(cfg: &TrainConfig, args: &TrainArgs) -> Result<()> {
             dtype,
             num_blocks: Some(deepest + 1),
             full_embedding: false,
+            with_head: false,
         },
     )?;
     log!("  ✓ Model loaded ({:?} on {})", dtype, describe(&device));

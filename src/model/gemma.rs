@@ -15,10 +15,11 @@ use serde::Deserialize;
 
 use super::attention::{attend, split_heads};
 use super::embedding::TokenEmbedding;
+use super::head::LmHead;
 use super::mask::causal_mask;
 use super::norm::{NormStyle, RmsNorm};
 use super::rope::{self, RopeScalingConfig};
-use super::{DecoderModel, LayerHook, TokenBatch};
+use super::{DecoderModel, KvCache, LayerHook, LogitPositions, ModelParts, TokenBatch};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,8 @@ pub struct Config {
     pub sliding_window_pattern: Option<usize>,
     #[serde(default)]
     pub attn_logit_softcapping: Option<f64>,
+    #[serde(default)]
+    pub final_logit_softcapping: Option<f64>,
     #[serde(default)]
     pub hidden_activation: Option<String>,
     #[serde(default)]
@@ -244,7 +247,12 @@ impl Attention {
         })
     }
 
-    fn forward(&self, xs: &Tensor, ctx: &ForwardContext) -> Result<Tensor> {
+    fn forward(
+        &self,
+        xs: &Tensor,
+        ctx: &ForwardContext,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Result<Tensor> {
         let d = self.head_dim;
         let mut q = split_heads(&self.q_proj.forward(xs)?, self.num_heads, d)?;
         let mut k = split_heads(&self.k_proj.forward(xs)?, self.num_kv_heads, d)?;
@@ -260,6 +268,10 @@ impl Attention {
         };
         let q = rope::apply(&q, cos, sin)?;
         let k = rope::apply(&k, cos, sin)?;
+        let (k, v) = match cache {
+            Some((c, layer)) => c.extend(layer, k, v)?,
+            None => (k, v),
+        };
         let out = attend(&q, &k, &v, self.scale, self.softcap, mask)?;
         Ok(self.o_proj.forward(&out)?)
     }
@@ -295,10 +307,15 @@ impl DecoderLayer {
         })
     }
 
-    fn forward(&self, xs: &Tensor, ctx: &ForwardContext) -> Result<Tensor> {
+    fn forward(
+        &self,
+        xs: &Tensor,
+        ctx: &ForwardContext,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Result<Tensor> {
         let attn = self
             .self_attn
-            .forward(&self.input_layernorm.forward(xs)?, ctx)?;
+            .forward(&self.input_layernorm.forward(xs)?, ctx, cache)?;
         let xs = (xs + self.post_attention_layernorm.forward(&attn)?)?;
         let mlp = self
             .mlp
@@ -310,6 +327,7 @@ impl DecoderLayer {
 pub struct Model {
     embed_tokens: TokenEmbedding,
     layers: Vec<DecoderLayer>,
+    head: Option<LmHead>,
     global_inv_freq: Vec<f32>,
     sliding_inv_freq: Vec<f32>,
     any_sliding: bool,
@@ -319,24 +337,35 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads the embedding and blocks `0..num_loaded` (never the final norm or LM head) from
-    /// `vb`, which points at the text model (`model` in a causal-LM checkpoint).
-    pub fn new(
-        cfg: &Config,
-        gen: Generation,
-        num_loaded: usize,
-        vb: VarBuilder,
-        embed_tokens: TokenEmbedding,
-    ) -> Result<Self> {
+    /// Loads the embedding, blocks `0..parts.num_blocks` and, only when asked, the final norm
+    /// and LM head.
+    pub fn new(cfg: &Config, gen: Generation, parts: ModelParts) -> Result<Self> {
         cfg.validate(gen)?;
-        let n = num_loaded.min(cfg.num_hidden_layers);
+        let vb = &parts.vb;
+        let n = parts.num_blocks.min(cfg.num_hidden_layers);
         let layers = (0..n)
             .map(|i| DecoderLayer::new(cfg, gen, i, vb.pp("layers").pp(i)))
             .collect::<Result<Vec<_>>>()?;
         let (global_inv_freq, sliding_inv_freq) = cfg.rope_frequencies(gen)?;
+        let head = if parts.with_head {
+            let norm = RmsNorm::new(
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+                NormStyle::GemmaOnePlus,
+                vb.pp("norm"),
+            )?;
+            Some(LmHead::new(
+                norm,
+                parts.head_weight()?,
+                cfg.final_logit_softcapping,
+            ))
+        } else {
+            None
+        };
         Ok(Self {
-            embed_tokens,
+            embed_tokens: parts.embed_tokens,
             layers,
+            head,
             global_inv_freq,
             sliding_inv_freq,
             any_sliding: (0..n).any(|i| cfg.is_sliding(gen, i)),
@@ -355,17 +384,18 @@ impl Model {
         Ok(xs.broadcast_mul(&scale)?)
     }
 
-    fn context(&self, batch: &TokenBatch) -> Result<ForwardContext> {
-        let t = batch.max_len();
-        let global_rope = rope::tables(&self.global_inv_freq, t, self.dtype, &self.device)?;
-        let sliding_rope = rope::tables(&self.sliding_inv_freq, t, self.dtype, &self.device)?;
-        let full_mask = causal_mask(t, None, self.dtype, &self.device)?;
+    /// RoPE tables and masks for `t` new positions after `offset` cached ones.
+    fn context(&self, t: usize, offset: usize) -> Result<ForwardContext> {
+        let (dt, dev) = (self.dtype, &self.device);
+        let global_rope = rope::tables(&self.global_inv_freq, offset, t, dt, dev)?;
+        let sliding_rope = rope::tables(&self.sliding_inv_freq, offset, t, dt, dev)?;
+        let full_mask = causal_mask(t, offset, None, dt, dev)?;
         let window = self
             .cfg
             .sliding_window
-            .filter(|&w| w < t && self.any_sliding);
+            .filter(|&w| w < offset + t && self.any_sliding);
         let sliding_mask = match window {
-            Some(w) => Some(causal_mask(t, Some(w), self.dtype, &self.device)?),
+            Some(w) => Some(causal_mask(t, offset, Some(w), dt, dev)?),
             None => None,
         };
         Ok(ForwardContext {
@@ -414,15 +444,44 @@ impl DecoderModel for Model {
                 self.layers.len()
             )));
         }
-        let ctx = self.context(batch)?;
+        let ctx = self.context(batch.max_len(), 0)?;
         let mut xs = self.embed(&batch.input_ids)?;
         for (i, layer) in self.layers.iter().enumerate().take(last_layer + 1) {
-            xs = layer.forward(&xs, &ctx)?;
+            xs = layer.forward(&xs, &ctx, None)?;
             if let Some(replaced) = hook.after_block(i, &xs, batch)? {
                 xs = replaced;
             }
         }
         Ok(xs)
+    }
+
+    fn forward_logits(
+        &self,
+        batch: &TokenBatch,
+        mut cache: Option<&mut KvCache>,
+        hook: &mut dyn LayerHook,
+        positions: LogitPositions,
+    ) -> Result<Tensor> {
+        let head = self
+            .head
+            .as_ref()
+            .ok_or_else(|| Error::new("the model was loaded without its LM head"))?;
+        if self.layers.len() < self.cfg.num_hidden_layers {
+            return Err(Error::new("logits need every block loaded"));
+        }
+        if cache.is_some() && batch.lengths.len() != 1 {
+            return Err(Error::new("a key/value cache holds one sequence"));
+        }
+        let offset = cache.as_ref().map_or(0, |c| c.len());
+        let ctx = self.context(batch.max_len(), offset)?;
+        let mut xs = self.embed(&batch.input_ids)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            xs = layer.forward(&xs, &ctx, cache.as_deref_mut().map(|c| (c, i)))?;
+            if let Some(replaced) = hook.after_block(i, &xs, batch)? {
+                xs = replaced;
+            }
+        }
+        head.forward(&xs, batch, positions)
     }
 }
 

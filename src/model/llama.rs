@@ -11,10 +11,11 @@ use serde::Deserialize;
 
 use super::attention::{attend, split_heads};
 use super::embedding::TokenEmbedding;
+use super::head::LmHead;
 use super::mask::causal_mask;
 use super::norm::{NormStyle, RmsNorm};
 use super::rope::{self, RopeScalingConfig};
-use super::{DecoderModel, LayerHook, TokenBatch};
+use super::{DecoderModel, KvCache, LayerHook, LogitPositions, ModelParts, TokenBatch};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,13 +182,22 @@ impl Attention {
         })
     }
 
-    fn forward(&self, xs: &Tensor, ctx: &ForwardContext) -> Result<Tensor> {
+    fn forward(
+        &self,
+        xs: &Tensor,
+        ctx: &ForwardContext,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Result<Tensor> {
         let d = self.head_dim;
         let q = split_heads(&self.q_proj.forward(xs)?, self.num_heads, d)?;
         let k = split_heads(&self.k_proj.forward(xs)?, self.num_kv_heads, d)?;
         let v = split_heads(&self.v_proj.forward(xs)?, self.num_kv_heads, d)?;
         let q = rope::apply(&q, &ctx.cos, &ctx.sin)?;
         let k = rope::apply(&k, &ctx.cos, &ctx.sin)?;
+        let (k, v) = match cache {
+            Some((c, layer)) => c.extend(layer, k, v)?,
+            None => (k, v),
+        };
         let mask = match (self.sliding, &ctx.sliding_mask) {
             (true, Some(m)) => m,
             _ => &ctx.full_mask,
@@ -224,10 +234,15 @@ impl DecoderLayer {
         })
     }
 
-    fn forward(&self, xs: &Tensor, ctx: &ForwardContext) -> Result<Tensor> {
+    fn forward(
+        &self,
+        xs: &Tensor,
+        ctx: &ForwardContext,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Result<Tensor> {
         let attn = self
             .self_attn
-            .forward(&self.input_layernorm.forward(xs)?, ctx)?;
+            .forward(&self.input_layernorm.forward(xs)?, ctx, cache)?;
         let xs = (xs + attn)?;
         let mlp = self
             .mlp
@@ -239,6 +254,7 @@ impl DecoderLayer {
 pub struct Model {
     embed_tokens: TokenEmbedding,
     layers: Vec<DecoderLayer>,
+    head: Option<LmHead>,
     inv_freq: Vec<f32>,
     window: Option<usize>,
     cfg: Config,
@@ -247,22 +263,30 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads the embedding and blocks `0..num_loaded` from `vb` pointing at the text model.
-    pub fn new(
-        cfg: &Config,
-        flavor: Flavor,
-        num_loaded: usize,
-        vb: VarBuilder,
-        embed_tokens: TokenEmbedding,
-    ) -> Result<Self> {
+    /// Loads the embedding, blocks `0..parts.num_blocks` and, only when asked, the final norm
+    /// and LM head.
+    pub fn new(cfg: &Config, flavor: Flavor, parts: ModelParts) -> Result<Self> {
         cfg.validate()?;
-        let n = num_loaded.min(cfg.num_hidden_layers);
+        let vb = &parts.vb;
+        let n = parts.num_blocks.min(cfg.num_hidden_layers);
         let layers = (0..n)
             .map(|i| DecoderLayer::new(cfg, flavor, i, vb.pp("layers").pp(i)))
             .collect::<Result<Vec<_>>>()?;
+        let head = if parts.with_head {
+            let norm = RmsNorm::new(
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+                NormStyle::Llama,
+                vb.pp("norm"),
+            )?;
+            Some(LmHead::new(norm, parts.head_weight()?, None))
+        } else {
+            None
+        };
         Ok(Self {
-            embed_tokens,
+            embed_tokens: parts.embed_tokens,
             layers,
+            head,
             inv_freq: rope::inv_freq(cfg.head_dim(), cfg.rope_theta, cfg.rope_scaling.as_ref())?,
             window: (0..n).find_map(|i| cfg.window(flavor, i)),
             cfg: cfg.clone(),
@@ -271,12 +295,13 @@ impl Model {
         })
     }
 
-    fn context(&self, batch: &TokenBatch) -> Result<ForwardContext> {
-        let t = batch.max_len();
-        let (cos, sin) = rope::tables(&self.inv_freq, t, self.dtype, &self.device)?;
-        let full_mask = causal_mask(t, None, self.dtype, &self.device)?;
-        let sliding_mask = match self.window.filter(|&w| w < t) {
-            Some(w) => Some(causal_mask(t, Some(w), self.dtype, &self.device)?),
+    /// RoPE tables and masks for `t` new positions after `offset` cached ones.
+    fn context(&self, t: usize, offset: usize) -> Result<ForwardContext> {
+        let (dt, dev) = (self.dtype, &self.device);
+        let (cos, sin) = rope::tables(&self.inv_freq, offset, t, dt, dev)?;
+        let full_mask = causal_mask(t, offset, None, dt, dev)?;
+        let sliding_mask = match self.window.filter(|&w| w < offset + t) {
+            Some(w) => Some(causal_mask(t, offset, Some(w), dt, dev)?),
             None => None,
         };
         Ok(ForwardContext {
@@ -325,15 +350,44 @@ impl DecoderModel for Model {
                 self.layers.len()
             )));
         }
-        let ctx = self.context(batch)?;
+        let ctx = self.context(batch.max_len(), 0)?;
         let mut xs = self.embed_tokens.forward(&batch.input_ids)?;
         for (i, layer) in self.layers.iter().enumerate().take(last_layer + 1) {
-            xs = layer.forward(&xs, &ctx)?;
+            xs = layer.forward(&xs, &ctx, None)?;
             if let Some(replaced) = hook.after_block(i, &xs, batch)? {
                 xs = replaced;
             }
         }
         Ok(xs)
+    }
+
+    fn forward_logits(
+        &self,
+        batch: &TokenBatch,
+        mut cache: Option<&mut KvCache>,
+        hook: &mut dyn LayerHook,
+        positions: LogitPositions,
+    ) -> Result<Tensor> {
+        let head = self
+            .head
+            .as_ref()
+            .ok_or_else(|| Error::new("the model was loaded without its LM head"))?;
+        if self.layers.len() < self.cfg.num_hidden_layers {
+            return Err(Error::new("logits need every block loaded"));
+        }
+        if cache.is_some() && batch.lengths.len() != 1 {
+            return Err(Error::new("a key/value cache holds one sequence"));
+        }
+        let offset = cache.as_ref().map_or(0, |c| c.len());
+        let ctx = self.context(batch.max_len(), offset)?;
+        let mut xs = self.embed_tokens.forward(&batch.input_ids)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            xs = layer.forward(&xs, &ctx, cache.as_deref_mut().map(|c| (c, i)))?;
+            if let Some(replaced) = hook.after_block(i, &xs, batch)? {
+                xs = replaced;
+            }
+        }
+        head.forward(&xs, batch, positions)
     }
 }
 

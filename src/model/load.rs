@@ -13,7 +13,7 @@ use super::embedding::TokenEmbedding;
 use super::gguf::GgufCheckpoint;
 use super::hub::HubRepo;
 use super::weights::SafetensorsFiles;
-use super::{gemma, llama, DecoderModel};
+use super::{gemma, llama, DecoderModel, ModelParts};
 use crate::error::{Error, Result};
 
 /// Where a model's files are, before anything heavy is read.
@@ -43,9 +43,35 @@ pub struct LoadOptions {
     pub dtype: DType,
     /// Blocks to load, from block 0; `None` loads all of them.
     pub num_blocks: Option<usize>,
-    /// Keep the whole embedding table in memory (an LM head tied to it needs it); otherwise
-    /// rows are read from the checkpoint as batches need them.
+    /// Keep the whole embedding table in memory; otherwise rows are read from the checkpoint
+    /// as batches need them (a tied LM head loads it whole anyway).
     pub full_embedding: bool,
+    /// Load the final norm and LM head, for logits (generation, evaluation).
+    pub with_head: bool,
+}
+
+impl LoadOptions {
+    /// What training needs: `num_blocks` blocks, no head, embedding rows on demand.
+    pub fn for_training(device: Device, dtype: DType, num_blocks: Option<usize>) -> Self {
+        Self {
+            device,
+            dtype,
+            num_blocks,
+            full_embedding: false,
+            with_head: false,
+        }
+    }
+
+    /// What logits need: every block and the head.
+    pub fn for_logits(device: Device, dtype: DType) -> Self {
+        Self {
+            device,
+            dtype,
+            num_blocks: None,
+            full_embedding: false,
+            with_head: true,
+        }
+    }
 }
 
 pub struct LoadedModel {
@@ -312,7 +338,26 @@ pub fn load_model(spec: ModelSpec, opts: &LoadOptions) -> Result<LoadedModel> {
         .and_then(serde_json::Value::as_u64)
         .unwrap_or(0) as usize;
     let shape = (vocab, spec.hidden_size);
-    let embed = match (&safetensors, opts.full_embedding) {
+    let arch_ties = matches!(
+        arch,
+        Architecture::Gemma2 | Architecture::Gemma3 | Architecture::Gemma3Multimodal
+    );
+    let tied = spec
+        .config
+        .text
+        .get("tie_word_embeddings")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(arch_ties);
+    let lm_head = if opts.with_head && !tied {
+        let w = root.get(shape, "lm_head.weight").map_err(|e| {
+            context(Error::from(e)).with_hint("config.json says the LM head is not tied, so the checkpoint needs `lm_head.weight`")
+        })?;
+        Some(w)
+    } else {
+        None
+    };
+    let whole = opts.full_embedding || (opts.with_head && lm_head.is_none());
+    let embed = match (&safetensors, whole) {
         (Some(files), false) => {
             let name = format!("{}.embed_tokens.weight", vb.prefix());
             TokenEmbedding::rows(files, &name, shape, opts.dtype, &opts.device).map_err(context)?
@@ -322,6 +367,13 @@ pub fn load_model(spec: ModelSpec, opts: &LoadOptions) -> Result<LoadedModel> {
                 .map_err(|e| context(e.into()))?,
         ),
     };
+    let parts = ModelParts {
+        vb,
+        embed_tokens: embed,
+        num_blocks: blocks,
+        lm_head,
+        with_head: opts.with_head,
+    };
     let model: Box<dyn DecoderModel> = match arch {
         Architecture::Gemma2 | Architecture::Gemma3 | Architecture::Gemma3Multimodal => {
             let cfg: gemma::Config = parse_text_config(&spec)?;
@@ -330,7 +382,7 @@ pub fn load_model(spec: ModelSpec, opts: &LoadOptions) -> Result<LoadedModel> {
             } else {
                 gemma::Generation::Gemma3
             };
-            Box::new(gemma::Model::new(&cfg, gen, blocks, vb, embed).map_err(context)?)
+            Box::new(gemma::Model::new(&cfg, gen, parts).map_err(context)?)
         }
         Architecture::Llama | Architecture::Mistral | Architecture::Qwen2 => {
             let cfg: llama::Config = parse_text_config(&spec)?;
@@ -339,7 +391,7 @@ pub fn load_model(spec: ModelSpec, opts: &LoadOptions) -> Result<LoadedModel> {
                 Architecture::Qwen2 => llama::Flavor::Qwen2,
                 _ => llama::Flavor::Llama,
             };
-            Box::new(llama::Model::new(&cfg, flavor, blocks, vb, embed).map_err(context)?)
+            Box::new(llama::Model::new(&cfg, flavor, parts).map_err(context)?)
         }
     };
     let pad_id = spec

@@ -17,16 +17,19 @@ pub fn allowed(q: usize, k: usize, window: Option<usize>) -> bool {
     k <= q && window.is_none_or(|w| q - k < w)
 }
 
-/// An additive `[1, 1, seq, seq]` mask in `dtype`: 0 where allowed, -inf elsewhere.
+/// An additive `[1, 1, seq, offset + seq]` mask in `dtype` for `seq` new positions after
+/// `offset` cached ones: 0 where allowed, -inf elsewhere.
 pub fn causal_mask(
     seq_len: usize,
+    offset: usize,
     window: Option<usize>,
     dtype: DType,
     device: &Device,
 ) -> Result<Tensor> {
-    let mut data = Vec::with_capacity(seq_len * seq_len);
-    for q in 0..seq_len {
-        for k in 0..seq_len {
+    let keys = offset + seq_len;
+    let mut data = Vec::with_capacity(seq_len * keys);
+    for q in offset..keys {
+        for k in 0..keys {
             data.push(if allowed(q, k, window) {
                 0f32
             } else {
@@ -34,7 +37,7 @@ pub fn causal_mask(
             });
         }
     }
-    Ok(Tensor::from_vec(data, (1, 1, seq_len, seq_len), device)?.to_dtype(dtype)?)
+    Ok(Tensor::from_vec(data, (1, 1, seq_len, keys), device)?.to_dtype(dtype)?)
 }
 
 #[cfg(test)]
@@ -60,12 +63,16 @@ mod tests {
 
     #[test]
     fn mask_values() {
-        let m = causal_mask(3, Some(2), DType::F32, &Device::Cpu).unwrap();
+        let m = causal_mask(3, 0, Some(2), DType::F32, &Device::Cpu).unwrap();
         let rows: Vec<Vec<f32>> = m.squeeze(0).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
         let inf = f32::NEG_INFINITY;
         assert_eq!(
             rows,
             vec![vec![0., inf, inf], vec![0., 0., inf], vec![inf, 0., 0.]]
         );
+        // one new position after three cached ones sees the last two
+        let m = causal_mask(1, 3, Some(2), DType::F32, &Device::Cpu).unwrap();
+        let rows: Vec<Vec<f32>> = m.squeeze(0).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+        assert_eq!(rows, vec![vec![inf, inf, 0., 0.]]);
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod embedding;
 pub mod gemma;
 pub mod gguf;
+pub mod head;
 pub mod hub;
 pub mod llama;
 pub mod load;
@@ -18,10 +19,38 @@ pub mod rope;
 pub mod weights;
 
 use candle_core::{Device, Tensor};
+use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
+use embedding::TokenEmbedding;
 
 pub use load::{load_model, LoadOptions, LoadedModel};
+
+/// What a model file is built from besides its config.
+pub struct ModelParts<'a> {
+    /// Points at the text model (`model.` in a causal-LM checkpoint).
+    pub vb: VarBuilder<'a>,
+    pub embed_tokens: TokenEmbedding,
+    /// Blocks to load, from block 0.
+    pub num_blocks: usize,
+    /// The LM head: `Some(weight)` when untied, `None` to reuse the (full) embedding table.
+    /// Only loaded when `with_head` is set.
+    pub lm_head: Option<Tensor>,
+    pub with_head: bool,
+}
+
+impl ModelParts<'_> {
+    /// The LM head's `[vocab, hidden]` weight: its own, or the tied embedding table.
+    pub(crate) fn head_weight(&self) -> Result<Tensor> {
+        match (&self.lm_head, &self.embed_tokens) {
+            (Some(w), _) => Ok(w.clone()),
+            (None, TokenEmbedding::Full(table)) => Ok(table.clone()),
+            (None, TokenEmbedding::Rows { .. }) => Err(Error::new(
+                "the LM head is tied to the embedding, which was not loaded whole",
+            )),
+        }
+    }
+}
 
 /// Token sequences of one forward call, right-padded to a common length.
 #[derive(Debug, Clone)]
@@ -80,6 +109,62 @@ impl LayerHook for NoHook {
     }
 }
 
+/// Keys and values of earlier positions, per block, so decoding feeds one token at a time.
+/// Holds one sequence.
+#[derive(Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Positions already cached.
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .and_then(|(k, _)| k.dim(2).ok())
+            .unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends this step's keys and values for block `layer` and returns all of them.
+    pub(crate) fn extend(
+        &mut self,
+        layer: usize,
+        k: Tensor,
+        v: Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        if self.layers.len() <= layer {
+            self.layers.resize(layer + 1, None);
+        }
+        let (k, v) = match self.layers[layer].take() {
+            Some((pk, pv)) => (
+                Tensor::cat(&[&pk, &k], 2)?.contiguous()?,
+                Tensor::cat(&[&pv, &v], 2)?.contiguous()?,
+            ),
+            None => (k, v),
+        };
+        self.layers[layer] = Some((k.clone(), v.clone()));
+        Ok((k, v))
+    }
+}
+
+/// Which positions [`DecoderModel::forward_logits`] computes logits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitPositions {
+    /// Each sequence's last real token: `[batch, vocab]`.
+    Last,
+    /// Every position: `[batch, seq, vocab]`.
+    All,
+}
+
 /// A decoder-only transformer whose blocks the hooks can see.
 pub trait DecoderModel {
     /// Decoder blocks in the checkpoint.
@@ -97,5 +182,16 @@ pub trait DecoderModel {
         batch: &TokenBatch,
         last_layer: usize,
         hook: &mut dyn LayerHook,
+    ) -> Result<Tensor>;
+
+    /// Runs every block (continuing `cache` when given; the batch must then hold one
+    /// sequence), then the final norm and LM head: f32 logits at `positions`. Needs a model
+    /// loaded with its head.
+    fn forward_logits(
+        &self,
+        batch: &TokenBatch,
+        cache: Option<&mut KvCache>,
+        hook: &mut dyn LayerHook,
+        positions: LogitPositions,
     ) -> Result<Tensor>;
 }

@@ -71,16 +71,17 @@ pub fn inv_freq(dim: usize, base: f64, scaling: Option<&RopeScalingConfig>) -> R
     }
 }
 
-/// `cos`, `sin` of shape `[seq, dim / 2]` for positions `0..seq`, in `dtype`.
+/// `cos`, `sin` of shape `[seq, dim / 2]` for positions `offset..offset + seq`, in `dtype`.
 pub fn tables(
     inv_freq: &[f32],
+    offset: usize,
     seq: usize,
     dtype: DType,
     device: &Device,
 ) -> Result<(Tensor, Tensor)> {
     let half = inv_freq.len();
     let mut angles = Vec::with_capacity(seq * half);
-    for p in 0..seq {
+    for p in offset..offset + seq {
         angles.extend(inv_freq.iter().map(|f| p as f32 * f));
     }
     let angles = Tensor::from_vec(angles, (seq, half), device)?;

@@ -26,6 +26,7 @@ pub fn load(dir: &Path, dtype: DType, num_blocks: Option<usize>) -> LoadedModel 
             dtype,
             num_blocks,
             full_embedding: false,
+            with_head: false,
         },
     )
     .unwrap()
