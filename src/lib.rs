@@ -8,10 +8,12 @@ pub mod cli;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod generate;
 pub mod layers;
 pub mod model;
 pub mod naming;
 pub mod resources;
+pub mod steer;
 pub mod train;
 pub mod vector;
 

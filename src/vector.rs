@@ -47,6 +47,41 @@ impl SteeringVector {
         }
     }
 
+    /// `m * self`, keeping the layer type and metadata.
+    pub fn scaled(&self, m: f32) -> SteeringVector {
+        let mut out = self.clone();
+        for v in out.layer_activations.values_mut() {
+            v.iter_mut().for_each(|x| *x *= m);
+        }
+        out
+    }
+
+    /// `-self`.
+    pub fn negated(&self) -> SteeringVector {
+        self.scaled(-1.0)
+    }
+
+    /// `self + other` on the layers both have; other layers keep their own direction.
+    pub fn add(&self, other: &SteeringVector) -> Result<SteeringVector> {
+        if let (Some(a), Some(b)) = (self.hidden_size(), other.hidden_size()) {
+            if a != b {
+                return Err(Error::new(format!(
+                    "cannot add vectors of hidden sizes {a} and {b}"
+                )));
+            }
+        }
+        let mut out = self.clone();
+        for (l, v) in &other.layer_activations {
+            match out.layer_activations.get_mut(l) {
+                Some(mine) => mine.iter_mut().zip(v).for_each(|(x, y)| *x += y),
+                None => {
+                    out.layer_activations.insert(*l, v.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub fn hidden_size(&self) -> Option<usize> {
         self.layer_activations.values().next().map(Vec::len)
     }
