@@ -4,10 +4,12 @@
 //! decoder blocks to read, [`model`] runs the forward pass with hooks, [`train`] turns captured
 //! activations into a mean-difference vector, and [`vector`] writes and reads the result.
 
+pub mod chat;
 pub mod cli;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod export;
 pub mod generate;
 pub mod layers;
 pub mod model;

@@ -1,6 +1,9 @@
 //! The command line: clap arguments, resolved once into the library's option structs.
 
 pub mod args;
+pub mod export;
+pub mod generate;
+pub mod inspect;
 pub mod train;
 
 use std::process::ExitCode;
@@ -12,7 +15,13 @@ use crate::error::Error;
 /// Parses the command line, runs it, and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
     let cli = args::Cli::parse();
-    match train::run(&cli.train) {
+    let result = match &cli.command {
+        None => train::run(&cli.train),
+        Some(args::Command::Generate(a)) => generate::run(a),
+        Some(args::Command::Inspect(a)) => inspect::run(a),
+        Some(args::Command::Export(a)) => export::run(a),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             report(&e);

@@ -49,7 +49,7 @@ impl TrainConfig {
                 .with_hint("leave it out to train on every pair"));
         }
         Ok(TrainConfig {
-            contrasts: parse_contrast_types(&a.contrast_type)?,
+            contrasts: parse_contrast_types(a.contrast_type.as_deref().unwrap_or_default())?,
             model: a.model.clone(),
             tokenizer: a.tokenizer.clone(),
             layers: LayerSpec::parse(&a.layers)?,
@@ -154,6 +154,13 @@ fn train_all(cfg: &TrainConfig, args: &TrainArgs) -> Result<()> {
     log!("\n[2/4] Loading model: {}", cfg.model);
     let spec = inspect(locate(&cfg.model, cfg.tokenizer.as_deref())?)?;
     let num_layers = spec.num_layers;
+    let model_type = spec
+        .config
+        .text
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
     let layers = cfg.layers.resolve(num_layers)?;
     let device = cfg.device.open()?;
     let dtype = cfg.dtype.resolve(&device);
@@ -227,6 +234,8 @@ fn train_all(cfg: &TrainConfig, args: &TrainArgs) -> Result<()> {
             ("contrast_name", set.contrast.display_name().to_string()),
             ("model", cfg.model.clone()),
             ("num_samples", set.pairs.len().to_string()),
+            ("num_layers", num_layers.to_string()),
+            ("model_type", model_type.clone()),
             ("date_trained", date_trained.clone()),
             (
                 "tool",
