@@ -64,6 +64,7 @@ pub fn tokenize_pairs(
         .collect()
 }
 
+#[derive(Debug, Clone)]
 pub struct TrainOptions {
     /// Absolute block indices to read, sorted.
     pub layers: Vec<usize>,

@@ -55,6 +55,46 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Convert a vector to another tool's format (llama.cpp control vector GGUF)
     Export(ExportArgs),
+    /// Measure a vector per layer: projection separation and the steering effect on log-probs
+    Evaluate(EvaluateArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EvaluateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// The steering vector (.safetensors or .pkl)
+    #[arg(long, value_name = "FILE")]
+    pub vector: PathBuf,
+
+    /// Which pairs to evaluate on: tom, irony, self_other or harmfulness
+    #[arg(long, value_name = "TYPE")]
+    pub contrast_type: String,
+
+    /// Directory with the contrast pair files (default: the built-in ones)
+    #[arg(long, conflicts_with = "pairs")]
+    pub data_dir: Option<PathBuf>,
+
+    /// A contrast pair file with the type's schema
+    #[arg(long, value_name = "FILE")]
+    pub pairs: Option<PathBuf>,
+
+    /// Use the first N pairs
+    #[arg(long, value_name = "N")]
+    pub num_samples: Option<usize>,
+
+    /// Steering strengths for the log-probability margins (tom and harmfulness)
+    #[arg(long, default_value = "-1,-0.5,0,0.5,1", allow_hyphen_values = true)]
+    pub multipliers: String,
+
+    /// Print the numbers as JSON on stdout instead of tables
+    #[arg(long)]
+    pub json: bool,
+
+    /// Draw separation by layer and margin against multiplier into an .svg file
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
 }
 
 /// Where the model comes from and how it runs.

@@ -12,7 +12,7 @@ use crate::model::{load_model, LoadOptions};
 use crate::steer::Steering;
 use crate::vector::SteeringVector;
 
-fn parse_multipliers(list: &str) -> Result<Vec<f64>> {
+pub(crate) fn parse_multipliers(list: &str) -> Result<Vec<f64>> {
     list.split(',')
         .map(|p| {
             p.trim()
@@ -108,7 +108,7 @@ pub fn run(a: &GenerateArgs) -> Result<()> {
 
 /// A vector trained on another model: a size or depth mismatch is an error, a different model
 /// name only a warning.
-fn check_vector_fits(
+pub(crate) fn check_vector_fits(
     v: &SteeringVector,
     origin: &str,
     model: &str,

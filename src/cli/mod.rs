@@ -1,6 +1,7 @@
 //! The command line: clap arguments, resolved once into the library's option structs.
 
 pub mod args;
+pub mod evaluate;
 pub mod export;
 pub mod generate;
 pub mod inspect;
@@ -20,6 +21,7 @@ pub fn main() -> ExitCode {
         Some(args::Command::Generate(a)) => generate::run(a),
         Some(args::Command::Inspect(a)) => inspect::run(a),
         Some(args::Command::Export(a)) => export::run(a),
+        Some(args::Command::Evaluate(a)) => evaluate::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,87 @@
+//! The evaluate plot: separation by layer, and the log-prob margin against the multiplier.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::evaluate::{Margin, Separation};
+
+fn err(e: impl std::fmt::Display) -> Error {
+    Error::new(format!("cannot draw the plot: {e}"))
+}
+
+/// Writes an SVG with one panel per measure (the margin panel only when there are margins).
+pub fn plot_svg(path: &Path, sep: &[Separation], margins: &[Margin]) -> Result<()> {
+    let panels = if margins.is_empty() { 1 } else { 2 };
+    let root = SVGBackend::new(path, (520 * panels as u32, 400)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let areas = root.split_evenly((1, panels));
+
+    let max_layer = sep.iter().map(|s| s.layer).max().unwrap_or(0) as f64;
+    let mut chart = ChartBuilder::on(&areas[0])
+        .caption("Projection separation", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(44)
+        .build_cartesian_2d(-0.5..max_layer + 0.5, 0.0..1.0)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("layer")
+        .y_desc("accuracy")
+        .draw()
+        .map_err(err)?;
+    let pts: Vec<(f64, f64)> = sep.iter().map(|s| (s.layer as f64, s.accuracy)).collect();
+    chart
+        .draw_series(LineSeries::new(pts.clone(), &BLUE))
+        .map_err(err)?;
+    chart
+        .draw_series(pts.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))
+        .map_err(err)?;
+
+    if panels == 2 {
+        let (lo, hi) = margins.iter().fold((f64::MAX, f64::MIN), |(lo, hi), m| {
+            (lo.min(m.margin), hi.max(m.margin))
+        });
+        let pad = ((hi - lo) * 0.1).max(1e-3);
+        let (xlo, xhi) = margins.iter().fold((f64::MAX, f64::MIN), |(lo, hi), m| {
+            (lo.min(m.multiplier), hi.max(m.multiplier))
+        });
+        let mut chart = ChartBuilder::on(&areas[1])
+            .caption("Log-prob margin", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(52)
+            .build_cartesian_2d(xlo..xhi.max(xlo + 1e-9), (lo - pad)..(hi + pad))
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("multiplier")
+            .y_desc("margin")
+            .draw()
+            .map_err(err)?;
+        let mut names: Vec<&str> = margins.iter().map(|m| m.steer.as_str()).collect();
+        names.dedup();
+        for (i, name) in names.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let pts: Vec<(f64, f64)> = margins
+                .iter()
+                .filter(|m| m.steer == *name)
+                .map(|m| (m.multiplier, m.margin))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+                .map_err(err)?
+                .label(*name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw()
+            .map_err(err)?;
+    }
+    root.present().map_err(err)
+}
