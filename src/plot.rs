@@ -1,8 +1,12 @@
-//! The evaluate plot: separation by layer, and the log-prob margin against the multiplier.
+//! The evaluate plot: separation by layer, and the log-prob margin against the multiplier, as
+//! SVG or PNG. Text is laid out (and, in PNG, drawn) with a system TrueType font.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
+use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::FontStyle;
 
 use crate::error::{Error, Result};
 use crate::evaluate::{Margin, Separation};
@@ -11,10 +15,76 @@ fn err(e: impl std::fmt::Display) -> Error {
     Error::new(format!("cannot draw the plot: {e}"))
 }
 
-/// Writes an SVG with one panel per measure (the margin panel only when there are margins).
-pub fn plot_svg(path: &Path, sep: &[Separation], margins: &[Margin]) -> Result<()> {
+/// Fonts the plot's text can use, in order of preference.
+const FONT_PATHS: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/truetype/freefont/FreeSans.ttf",
+    "/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf",
+    "/System/Library/Fonts/Supplemental/Arial.ttf",
+];
+
+/// Registers a system font as `sans-serif`, once.
+fn register_font() -> Result<()> {
+    static FONT: OnceLock<bool> = OnceLock::new();
+    let ok = *FONT.get_or_init(|| {
+        FONT_PATHS.iter().any(|p| {
+            let Ok(bytes) = std::fs::read(p) else {
+                return false;
+            };
+            // plotters keeps the font for the whole process
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok()
+        })
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::new("no TrueType font found for the plot's text")
+            .with_hint("install fonts-dejavu-core (or another DejaVu, Liberation or Noto Sans)"))
+    }
+}
+
+/// Writes the plot to `path`, as SVG or PNG by its extension, with one panel per measure (the
+/// margin panel only when there are margins).
+pub fn plot(path: &Path, sep: &[Separation], margins: &[Margin]) -> Result<()> {
     let panels = if margins.is_empty() { 1 } else { 2 };
-    let root = SVGBackend::new(path, (520 * panels as u32, 400)).into_drawing_area();
+    let size = (520 * panels as u32, 400);
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("svg") => {
+            register_font()?;
+            draw(
+                SVGBackend::new(path, size).into_drawing_area(),
+                sep,
+                margins,
+            )
+        }
+        Some("png") => {
+            register_font()?;
+            draw(
+                BitMapBackend::new(path, size).into_drawing_area(),
+                sep,
+                margins,
+            )
+        }
+        _ => Err(Error::new(format!(
+            "`--plot` `{}` must end in .png or .svg",
+            path.display()
+        ))),
+    }
+}
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    sep: &[Separation],
+    margins: &[Margin],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let panels = if margins.is_empty() { 1 } else { 2 };
     root.fill(&WHITE).map_err(err)?;
     let areas = root.split_evenly((1, panels));
 

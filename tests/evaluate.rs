@@ -169,7 +169,7 @@ fn evaluate_json_matches_a_direct_computation() {
 }
 
 #[test]
-fn evaluate_draws_an_svg_plot() {
+fn evaluate_draws_svg_and_png_plots() {
     let tmp = tempfile::tempdir().unwrap();
     let vfile = tmp.path().join("v.safetensors");
     std::fs::write(&vfile, reference_vector().to_safetensors().unwrap()).unwrap();
@@ -202,4 +202,22 @@ fn evaluate_draws_an_svg_plot() {
     );
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(table.contains("Projection separation on 2 pairs"));
+
+    let png = tmp.path().join("eval.png");
+    let out = Command::new(env!("CARGO_BIN_EXE_train-vector"))
+        .args(["evaluate", "--model"])
+        .arg(tiny_model_dir())
+        .arg("--vector")
+        .arg(&vfile)
+        .args(["--contrast-type", "irony", "--num-samples", "2", "--plot"])
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
 }

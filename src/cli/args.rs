@@ -92,7 +92,7 @@ pub struct EvaluateArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Draw separation by layer and margin against multiplier into an .svg file
+    /// Draw separation by layer and margin against multiplier into a .png or .svg file
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
 }

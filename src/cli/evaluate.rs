@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::evaluate::{behaviour, separation, Margin, Separation};
 use crate::model::load::{inspect, locate};
 use crate::model::{load_model, LoadOptions};
-use crate::plot::plot_svg;
+use crate::plot::plot;
 use crate::train::{tokenize_pairs, TrainOptions};
 use crate::vector::SteeringVector;
 
@@ -28,9 +28,9 @@ pub fn run(a: &EvaluateArgs) -> Result<()> {
         return Err(Error::new("`--num-samples` must be at least 1"));
     }
     if let Some(p) = &a.plot {
-        if p.extension().is_none_or(|e| e != "svg") {
+        if p.extension().is_none_or(|e| e != "svg" && e != "png") {
             return Err(Error::new(format!(
-                "`--plot` `{}` must end in .svg",
+                "`--plot` `{}` must end in .png or .svg",
                 p.display()
             )));
         }
@@ -86,7 +86,7 @@ pub fn run(a: &EvaluateArgs) -> Result<()> {
     };
 
     if let Some(p) = &a.plot {
-        plot_svg(p, &sep, &margins)?;
+        plot(p, &sep, &margins)?;
         eprintln!("plot: {}", p.display());
     }
     if a.json {
