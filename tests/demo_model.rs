@@ -3,6 +3,9 @@
 //! third at a middle layer (block 9 of 18) well beyond chance. Skipped, with the reason
 //! printed, when the model is absent.
 //!
+//! For harmfulness it also checks that steering moves the log-prob margin of the held-out
+//! pairs' harmless continuation in the multiplier's direction.
+//!
 //! Measured: irony 0.84, self-other 0.98, harmfulness 1.00 at block 9; theory of mind stays
 //! at chance (0.46-0.60 at every block), so this small base model shows no linear
 //! belief-tracking direction at the last token and the ToM run is only printed.
@@ -11,11 +14,13 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device};
 use train_vector::data::{load_pairs, ContrastType, DataSource};
+use train_vector::evaluate::behaviour;
 use train_vector::model::load::{inspect, locate};
-use train_vector::model::{load_model, LoadOptions};
+use train_vector::model::{load_model, LoadOptions, LoadedModel};
 use train_vector::train::{
-    pair_activations, projection_accuracy, tokenize_pairs, train, TrainOptions,
+    pair_activations, projection_accuracy, tokenize_pairs, train, TokenPair, TrainOptions,
 };
+use train_vector::vector::SteeringVector;
 
 fn demo_dir() -> Option<PathBuf> {
     let dir = match std::env::var_os("TRAIN_VECTOR_DEMO") {
@@ -27,8 +32,16 @@ fn demo_dir() -> Option<PathBuf> {
     (dir.join("model.gguf").is_file() && dir.join("tokenizer.json").is_file()).then_some(dir)
 }
 
+/// A vector trained on two thirds of the first 150 pairs, and the held-out third.
+struct HeldOut {
+    accuracy: Vec<(usize, f64)>,
+    vector: SteeringVector,
+    held: Vec<TokenPair>,
+    model: LoadedModel,
+}
+
 /// Held-out projection accuracy per layer for a vector trained on the other pairs.
-fn held_out_accuracy(contrast: ContrastType) -> Option<Vec<(usize, f64)>> {
+fn held_out(contrast: ContrastType, with_head: bool) -> Option<HeldOut> {
     let Some(dir) = demo_dir() else {
         eprintln!("skipping: demo model not found; run scripts/demo-model.sh to fetch it");
         return None;
@@ -38,12 +51,10 @@ fn held_out_accuracy(contrast: ContrastType) -> Option<Vec<(usize, f64)>> {
     assert_eq!(spec.num_layers, 18);
     let m = load_model(
         spec,
-        &LoadOptions {
-            device: Device::Cpu,
-            dtype: DType::F32,
-            num_blocks: Some(13),
-            full_embedding: false,
-            with_head: false,
+        &if with_head {
+            LoadOptions::for_logits(Device::Cpu, DType::F32)
+        } else {
+            LoadOptions::for_training(Device::Cpu, DType::F32, Some(13))
         },
     )
     .unwrap();
@@ -80,15 +91,25 @@ fn held_out_accuracy(contrast: ContrastType) -> Option<Vec<(usize, f64)>> {
             held.len()
         );
     }
-    Some(out)
+    Some(HeldOut {
+        accuracy: out,
+        vector: SteeringVector::new(vectors),
+        held: held_tokens,
+        model: m,
+    })
 }
 
 /// 50 held-out pairs: chance is 0.5 with a standard deviation of about 0.07.
 fn assert_separates(contrast: ContrastType, at_least: f64) {
-    let Some(acc) = held_out_accuracy(contrast) else {
+    let Some(h) = held_out(contrast, false) else {
         return;
     };
-    let (_, middle) = acc
+    middle_at_least(&h, contrast, at_least);
+}
+
+fn middle_at_least(h: &HeldOut, contrast: ContrastType, at_least: f64) {
+    let (_, middle) = h
+        .accuracy
         .iter()
         .find(|(l, _)| *l == 9)
         .copied()
@@ -111,6 +132,25 @@ fn self_other_vector_separates_held_out_pairs() {
 }
 
 #[test]
-fn harmfulness_vector_separates_held_out_pairs() {
-    assert_separates(ContrastType::Harmfulness, 0.9);
+fn harmfulness_vector_separates_and_steers_held_out_pairs() {
+    let Some(h) = held_out(ContrastType::Harmfulness, true) else {
+        return;
+    };
+    middle_at_least(&h, ContrastType::Harmfulness, 0.9);
+    // Steering with the vector moves the margin of the harmless (positive) continuation in
+    // the multiplier's direction, on pairs it was not trained on.
+    let margins = behaviour(
+        h.model.model.as_ref(),
+        &h.held[..12],
+        &h.vector,
+        &[-1.0, 0.0, 1.0],
+    )
+    .unwrap();
+    let all: Vec<f64> = margins
+        .iter()
+        .filter(|m| m.steer == "all")
+        .map(|m| m.margin)
+        .collect();
+    eprintln!("harmfulness margins at -1, 0, 1 (all layers): {all:?}");
+    assert!(all[0] < all[1] && all[1] < all[2], "{all:?}");
 }
