@@ -3,9 +3,11 @@
 use crate::layers::LayerSpec;
 
 /// The last `/`-separated part of `--model` with `google-`, `-it` and `-instruct` removed
-/// (`google/gemma-2-27b-it` -> `gemma-2-27b`). A trailing `/` on a directory is ignored.
+/// (`google/gemma-2-27b-it` -> `gemma-2-27b`). A trailing `/` on a directory and a `.gguf`
+/// extension are ignored.
 pub fn model_short(model: &str) -> String {
     let last = model.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    let last = last.strip_suffix(".gguf").unwrap_or(last);
     last.replace("google-", "")
         .replace("-it", "")
         .replace("-instruct", "")
@@ -32,6 +34,7 @@ mod tests {
         // every occurrence goes, as with str.replace
         assert_eq!(model_short("a/x-it-it"), "x");
         assert_eq!(model_short("models/tiny/"), "tiny");
+        assert_eq!(model_short("/m/SmolLM2-135M-Instruct.gguf"), "SmolLM2-135M");
     }
 
     #[test]

@@ -22,14 +22,101 @@ use train_vector::train::{
 };
 use train_vector::vector::SteeringVector;
 
+fn demo_cache() -> Option<PathBuf> {
+    match std::env::var_os("TRAIN_VECTOR_DEMO") {
+        Some(cache) => Some(PathBuf::from(cache)),
+        None => Some(PathBuf::from(std::env::var_os("HOME")?).join(".cache/train-vector/demo")),
+    }
+}
+
 fn demo_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("TRAIN_VECTOR_DEMO") {
-        Some(cache) => PathBuf::from(cache).join("gemma-3-270m"),
-        None => {
-            PathBuf::from(std::env::var_os("HOME")?).join(".cache/train-vector/demo/gemma-3-270m")
-        }
-    };
+    let dir = demo_cache()?.join("gemma-3-270m");
     (dir.join("model.gguf").is_file() && dir.join("tokenizer.json").is_file()).then_some(dir)
+}
+
+/// Trains on the first 20 ToM pairs, as `tests/fixtures/make_demo_golden.py` did with HF
+/// transformers loading the same GGUF and steering-vectors, and compares every layer.
+fn assert_matches_hf(model_dir: &str, golden: &str) {
+    let Some(dir) = demo_cache().map(|c| c.join(model_dir)) else {
+        return;
+    };
+    if !dir.join("model.gguf").is_file() {
+        eprintln!(
+            "skipping: demo model {model_dir} not found; run scripts/demo-model.sh to fetch it"
+        );
+        return;
+    }
+    let gdir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden");
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(gdir.join(format!("{golden}.json"))).unwrap(),
+    )
+    .unwrap();
+    let want =
+        candle_core::safetensors::load(gdir.join(format!("{golden}.safetensors")), &Device::Cpu)
+            .unwrap();
+    let spec = inspect(locate(dir.to_str().unwrap(), None).unwrap()).unwrap();
+    let m = load_model(
+        spec,
+        &LoadOptions::for_training(Device::Cpu, DType::F32, None),
+    )
+    .unwrap();
+    let probe = meta["probe"].as_str().unwrap();
+    let ids: Vec<u32> = serde_json::from_value(meta["probe_ids"].clone()).unwrap();
+    assert_eq!(
+        m.tokenizer.encode(probe, true).unwrap().get_ids(),
+        ids.as_slice()
+    );
+    let pairs = load_pairs(&DataSource::Shipped, ContrastType::Tom, Some(20))
+        .unwrap()
+        .pairs;
+    let tokens = tokenize_pairs(&m.tokenizer, &pairs, m.model.as_ref()).unwrap();
+    let opts = TrainOptions {
+        layers: (0..m.model.num_layers()).collect(),
+        max_pairs_per_batch: None,
+        max_batch_tokens: 4096,
+        progress: false,
+        pad_id: m.pad_id,
+    };
+    let (got, _) = train(m.model.as_ref(), &tokens, &opts).unwrap();
+    let mut worst = f64::MAX;
+    for (k, v) in &got {
+        let w: Vec<f32> = want[&format!("vector_all.layer{k}")].to_vec1().unwrap();
+        let dot: f64 = v
+            .iter()
+            .zip(&w)
+            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+            .sum();
+        let na: f64 = v.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
+        let nb: f64 = w.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
+        let diff: f64 = v
+            .iter()
+            .zip(&w)
+            .map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        worst = worst.min(dot / (na * nb));
+        assert!(
+            dot / (na * nb) >= 0.99999,
+            "{model_dir} layer {k}: cosine {}",
+            dot / (na * nb)
+        );
+        assert!(
+            diff / nb <= 1e-3,
+            "{model_dir} layer {k}: rel L2 {}",
+            diff / nb
+        );
+    }
+    eprintln!("{model_dir}: worst cosine against HF {worst:.8}");
+}
+
+#[test]
+fn gemma3_gguf_vector_matches_hf() {
+    assert_matches_hf("gemma-3-270m", "demo-gemma3");
+}
+
+#[test]
+fn smollm2_gguf_vector_matches_hf_with_the_rebuilt_tokenizer() {
+    assert_matches_hf("smollm2-135m-instruct", "demo-smollm2");
 }
 
 /// A vector trained on two thirds of the first 150 pairs, and the held-out third.

@@ -128,6 +128,12 @@ impl GgufCheckpoint {
         if architecture == Architecture::Qwen2 {
             put("use_sliding_window", json!(false));
         }
+        // llama.cpp leaves `output.weight` out when the head is tied to the embedding.
+        let tied = !content.tensor_infos.contains_key("output.weight");
+        put("tie_word_embeddings", json!(tied));
+        if let Some(eos) = meta_u64(md, "tokenizer.ggml.eos_token_id") {
+            put("eos_token_id", json!(eos));
+        }
         let mut raw = Map::new();
         let model_type = match architecture {
             Architecture::Gemma3 => "gemma3_text",
@@ -147,6 +153,104 @@ impl GgufCheckpoint {
             },
             config,
         ))
+    }
+
+    /// A tokenizer built from the file's own vocabulary, where that tokenizes like HF: GPT-2
+    /// style byte-level BPE (SmolLM2, Qwen2, Llama-3). SentencePiece vocabularies (Gemma,
+    /// Llama-2) are not rebuilt: their GGUF form loses what HF's tokenizer.json keeps.
+    pub fn tokenizer(&self) -> Result<tokenizers::Tokenizer> {
+        use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+        use tokenizers::models::bpe::BPE;
+        use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+        use tokenizers::processors::template::TemplateProcessing;
+        use tokenizers::AddedToken;
+
+        let md = &self.content.metadata;
+        let need = |what: String| {
+            Error::new(format!(
+                "no tokenizer for `{}`: {what}",
+                self.path.display()
+            ))
+            .with_hint("put the model's tokenizer.json beside the file, or pass `--tokenizer FILE`")
+        };
+        let kind = md
+            .get("tokenizer.ggml.model")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_default();
+        if kind != "gpt2" {
+            return Err(need(format!(
+                "its `{kind}` vocabulary does not rebuild into HF's tokenizer"
+            )));
+        }
+        let strings = |key: &str| -> Result<Vec<String>> {
+            let v = md
+                .get(key)
+                .and_then(|v| v.to_vec().ok())
+                .ok_or_else(|| need(format!("`{key}` is missing")))?;
+            v.iter()
+                .map(|x| {
+                    x.to_string()
+                        .cloned()
+                        .map_err(|_| need(format!("`{key}` holds a non-string")))
+                })
+                .collect()
+        };
+        let tokens = strings("tokenizer.ggml.tokens")?;
+        let merges: Vec<(String, String)> = strings("tokenizer.ggml.merges")?
+            .into_iter()
+            .filter_map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            })
+            .collect();
+        let types: Vec<i64> = md
+            .get("tokenizer.ggml.token_type")
+            .and_then(|v| v.to_vec().ok())
+            .map(|v| {
+                v.iter()
+                    .map(|x| x.to_i32().map(i64::from).unwrap_or(1))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let vocab: tokenizers::models::bpe::Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| need(format!("its BPE vocabulary is invalid: {e}")))?;
+        let mut tok = tokenizers::Tokenizer::new(bpe);
+        tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+        tok.with_decoder(Some(ByteLevelDecoder::default()));
+        // Control tokens (`<|im_start|>` ...) are matched whole, as in HF.
+        let specials: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, &t)| t == 3)
+            .map(|(s, _)| AddedToken::from(s.clone(), true))
+            .collect();
+        tok.add_special_tokens(specials)
+            .map_err(|e| need(e.to_string()))?;
+        let add_bos = md
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(false);
+        if add_bos {
+            let bos = meta_u64(md, "tokenizer.ggml.bos_token_id").unwrap_or(0) as u32;
+            let name = tokens.get(bos as usize).cloned().unwrap_or_default();
+            let post = TemplateProcessing::builder()
+                .try_single(format!("{name} $A"))
+                .and_then(|b| b.try_pair(format!("{name} $A {name} $B")))
+                .map_err(|e| need(e.to_string()))?
+                .special_tokens(vec![(name.clone(), bos)])
+                .build()
+                .map_err(|e| need(e.to_string()))?;
+            tok.with_post_processor(Some(post));
+        }
+        Ok(tok)
     }
 
     fn gemma(&self) -> bool {

@@ -139,15 +139,10 @@ fn gguf_path(model: &str) -> Result<Option<PathBuf>> {
     }
 }
 
-fn locate_gguf(model: &str, gguf: PathBuf, tokenizer_given: bool) -> Result<ModelFiles> {
+/// A tokenizer.json beside the file wins; without one the GGUF's own vocabulary is used where
+/// it rebuilds into HF's tokenizer (see [`GgufCheckpoint::tokenizer`]).
+fn locate_gguf(model: &str, gguf: PathBuf, _tokenizer_given: bool) -> Result<ModelFiles> {
     let beside = gguf.with_file_name("tokenizer.json");
-    if !beside.is_file() && !tokenizer_given {
-        return Err(Error::new(format!(
-            "no tokenizer for `{}`: GGUF tokenizers are not used, as they do not tokenize like HF",
-            gguf.display()
-        ))
-        .with_hint("put the model's tokenizer.json beside the file, or pass `--tokenizer FILE`"));
-    }
     Ok(ModelFiles {
         origin: model.to_string(),
         config: gguf.clone(),
@@ -316,7 +311,12 @@ fn text_prefix<'a>(vb: &VarBuilder<'a>, arch: Architecture) -> VarBuilder<'a> {
 
 /// Loads the tokenizer and the weights of the blocks `opts` asks for.
 pub fn load_model(spec: ModelSpec, opts: &LoadOptions) -> Result<LoadedModel> {
-    let tokenizer = load_tokenizer(&spec.files.tokenizer)?;
+    let tokenizer = match &spec.gguf {
+        Some(ckpt) if !spec.files.tokenizer.is_file() => {
+            plain(ckpt.tokenizer()?, &spec.files.config)?
+        }
+        _ => load_tokenizer(&spec.files.tokenizer)?,
+    };
     let safetensors = match &spec.gguf {
         Some(_) => None,
         None => Some(SafetensorsFiles::open(&spec.files.weights)?),
@@ -421,10 +421,14 @@ pub fn load_model(spec: ModelSpec, opts: &LoadOptions) -> Result<LoadedModel> {
 
 /// A tokenizer that encodes like HF's `tokenizer(text)`: special tokens, no truncation.
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
-    let mut tok = Tokenizer::from_file(path)
+    let tok = Tokenizer::from_file(path)
         .map_err(|e| Error::new(format!("cannot load tokenizer `{}`: {e}", path.display())))?;
+    plain(tok, path)
+}
+
+fn plain(mut tok: Tokenizer, origin: &Path) -> Result<Tokenizer> {
     tok.with_truncation(None)
-        .map_err(|e| Error::new(format!("tokenizer `{}`: {e}", path.display())))?;
+        .map_err(|e| Error::new(format!("tokenizer `{}`: {e}", origin.display())))?;
     tok.with_padding(None);
     Ok(tok)
 }
