@@ -34,7 +34,11 @@ mod tests {
         // every occurrence goes, as with str.replace
         assert_eq!(model_short("a/x-it-it"), "x");
         assert_eq!(model_short("models/tiny/"), "tiny");
-        assert_eq!(model_short("/m/SmolLM2-135M-Instruct.gguf"), "SmolLM2-135M");
+        // case-sensitive, as Python's str.replace
+        assert_eq!(
+            model_short("/m/SmolLM2-135M-Instruct.gguf"),
+            "SmolLM2-135M-Instruct"
+        );
     }
 
     #[test]
