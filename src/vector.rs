@@ -225,6 +225,16 @@ impl SteeringVector {
     /// Reads a `.safetensors` or `.pkl` vector, chosen by extension.
     pub fn load(path: &Path) -> Result<Self> {
         let origin = path.display().to_string();
+        // A steering vector is layers x hidden floats: megabytes. Refuse to read anything huge.
+        const MAX_VECTOR_FILE: u64 = 1 << 30;
+        let len = std::fs::metadata(path)
+            .map_err(|e| Error::new(format!("cannot read vector `{origin}`: {e}")))?
+            .len();
+        if len > MAX_VECTOR_FILE {
+            return Err(Error::new(format!(
+                "vector `{origin}` is {len} bytes, too large to be a steering vector"
+            )));
+        }
         let bytes = std::fs::read(path)
             .map_err(|e| Error::new(format!("cannot read vector `{origin}`: {e}")))?;
         match path.extension().and_then(|e| e.to_str()) {

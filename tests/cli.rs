@@ -612,3 +612,43 @@ fn config_vocab_disagrees_with_the_embedding() {
     std::fs::write(dir.join("config.json"), cfg).unwrap();
     assert_fails(&["--model", dir.to_str().unwrap()], "embed_tokens.weight");
 }
+
+#[test]
+fn tensor_with_the_wrong_dtype() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    copy_model(&dir);
+    // Relabel one tensor's dtype in the header; the byte size (4 per element) is unchanged.
+    let path = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(bytes[8..8 + n].to_vec()).unwrap();
+    let key = "\"model.layers.0.mlp.up_proj.weight\":{\"dtype\":\"F32\"";
+    let at = header.find(key).expect("header layout");
+    let patched = header.replacen(key, &key.replace("F32", "I32"), 1);
+    assert!(at > 0 && patched.len() == header.len());
+    bytes[8..8 + n].copy_from_slice(patched.as_bytes());
+    std::fs::write(&path, bytes).unwrap();
+    assert_fails(
+        &["--model", dir.to_str().unwrap()],
+        "tensor `model.layers.0.mlp.up_proj.weight`",
+    );
+}
+
+#[test]
+fn prompt_longer_than_the_context() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    copy_model(&dir);
+    let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let cfg = cfg.replace(
+        "\"max_position_embeddings\": 1024",
+        "\"max_position_embeddings\": 16",
+    );
+    std::fs::write(dir.join("config.json"), cfg).unwrap();
+    let err = assert_fails(
+        &["--model", dir.to_str().unwrap()],
+        "more than the model's context of 16",
+    );
+    assert!(err.contains("pair 0"), "{err}");
+}

@@ -82,6 +82,13 @@ impl SafetensorsFiles {
             .entries
             .get(name)
             .ok_or_else(|| Error::new(format!("checkpoint has no tensor `{name}`")))?;
+        if !e.dtype.is_float() {
+            return Err(Error::new(format!(
+                "tensor `{name}` in `{}` has dtype {:?}, expected floating point weights",
+                self.path(e).display(),
+                e.dtype
+            )));
+        }
         if let Some(s) = expected {
             if s.dims() != e.shape.as_slice() {
                 return Err(Error::new(format!(
