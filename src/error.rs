@@ -63,13 +63,9 @@ impl From<candle_core::Error> for Error {
     }
 }
 
-/// Attaches a description of the failed step to any displayable error.
-pub trait Context<T> {
-    fn context_with(self, what: impl FnOnce() -> String) -> Result<T>;
-}
-
-impl<T, E: fmt::Display> Context<T> for std::result::Result<T, E> {
-    fn context_with(self, what: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|e| Error::new(format!("{}: {e}", what())))
+/// Lets our errors cross candle's interfaces (a `VarBuilder` backend) with their message.
+impl From<Error> for candle_core::Error {
+    fn from(e: Error) -> Self {
+        candle_core::Error::Msg(e.message().to_string())
     }
 }

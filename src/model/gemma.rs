@@ -19,6 +19,7 @@ use super::head::LmHead;
 use super::mask::causal_mask;
 use super::norm::{NormStyle, RmsNorm};
 use super::rope::{self, RopeScalingConfig};
+use super::stack::{self, Stack};
 use super::{DecoderModel, KvCache, LayerHook, LogitPositions, ModelParts, TokenBatch};
 use crate::error::{Error, Result};
 
@@ -197,7 +198,7 @@ impl Mlp {
 
 /// Per-forward state shared by every block: RoPE tables and attention masks for the global
 /// and the sliding blocks.
-struct ForwardContext {
+pub(crate) struct ForwardContext {
     global_rope: (Tensor, Tensor),
     sliding_rope: (Tensor, Tensor),
     full_mask: Tensor,
@@ -374,37 +375,6 @@ impl Model {
             device: vb.device().clone(),
         })
     }
-
-    /// Token embeddings scaled by sqrt(hidden_size), the scale rounded to the model dtype as
-    /// HF does.
-    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        let xs = self.embed_tokens.forward(ids)?;
-        let scale = Tensor::new(&[(self.cfg.hidden_size as f32).sqrt()], &self.device)?
-            .to_dtype(self.dtype)?;
-        Ok(xs.broadcast_mul(&scale)?)
-    }
-
-    /// RoPE tables and masks for `t` new positions after `offset` cached ones.
-    fn context(&self, t: usize, offset: usize) -> Result<ForwardContext> {
-        let (dt, dev) = (self.dtype, &self.device);
-        let global_rope = rope::tables(&self.global_inv_freq, offset, t, dt, dev)?;
-        let sliding_rope = rope::tables(&self.sliding_inv_freq, offset, t, dt, dev)?;
-        let full_mask = causal_mask(t, offset, None, dt, dev)?;
-        let window = self
-            .cfg
-            .sliding_window
-            .filter(|&w| w < offset + t && self.any_sliding);
-        let sliding_mask = match window {
-            Some(w) => Some(causal_mask(t, offset, Some(w), dt, dev)?),
-            None => None,
-        };
-        Ok(ForwardContext {
-            global_rope,
-            sliding_rope,
-            full_mask,
-            sliding_mask,
-        })
-    }
 }
 
 impl DecoderModel for Model {
@@ -438,50 +408,74 @@ impl DecoderModel for Model {
         last_layer: usize,
         hook: &mut dyn LayerHook,
     ) -> Result<Tensor> {
-        if last_layer >= self.layers.len() {
-            return Err(Error::new(format!(
-                "layer {last_layer} was not loaded ({} blocks loaded)",
-                self.layers.len()
-            )));
-        }
-        let ctx = self.context(batch.max_len(), 0)?;
-        let mut xs = self.embed(&batch.input_ids)?;
-        for (i, layer) in self.layers.iter().enumerate().take(last_layer + 1) {
-            xs = layer.forward(&xs, &ctx, None)?;
-            if let Some(replaced) = hook.after_block(i, &xs, batch)? {
-                xs = replaced;
-            }
-        }
-        Ok(xs)
+        stack::forward_blocks(self, batch, last_layer, hook)
     }
 
     fn forward_logits(
         &self,
         batch: &TokenBatch,
-        mut cache: Option<&mut KvCache>,
+        cache: Option<&mut KvCache>,
         hook: &mut dyn LayerHook,
         positions: LogitPositions,
     ) -> Result<Tensor> {
-        let head = self
-            .head
-            .as_ref()
-            .ok_or_else(|| Error::new("the model was loaded without its LM head"))?;
-        if self.layers.len() < self.cfg.num_hidden_layers {
-            return Err(Error::new("logits need every block loaded"));
-        }
-        if cache.is_some() && batch.lengths.len() != 1 {
-            return Err(Error::new("a key/value cache holds one sequence"));
-        }
-        let offset = cache.as_ref().map_or(0, |c| c.len());
-        let ctx = self.context(batch.max_len(), offset)?;
-        let mut xs = self.embed(&batch.input_ids)?;
-        for (i, layer) in self.layers.iter().enumerate() {
-            xs = layer.forward(&xs, &ctx, cache.as_deref_mut().map(|c| (c, i)))?;
-            if let Some(replaced) = hook.after_block(i, &xs, batch)? {
-                xs = replaced;
-            }
-        }
-        head.forward(&xs, batch, positions)
+        stack::forward_logits(self, batch, cache, hook, positions)
+    }
+}
+
+impl Stack for Model {
+    type Context = ForwardContext;
+
+    /// RoPE tables and masks for `t` new positions after `offset` cached ones.
+    fn context(&self, t: usize, offset: usize) -> Result<ForwardContext> {
+        let (dt, dev) = (self.dtype, &self.device);
+        let global_rope = rope::tables(&self.global_inv_freq, offset, t, dt, dev)?;
+        let sliding_rope = rope::tables(&self.sliding_inv_freq, offset, t, dt, dev)?;
+        let full_mask = causal_mask(t, offset, None, dt, dev)?;
+        let window = self
+            .cfg
+            .sliding_window
+            .filter(|&w| w < offset + t && self.any_sliding);
+        let sliding_mask = match window {
+            Some(w) => Some(causal_mask(t, offset, Some(w), dt, dev)?),
+            None => None,
+        };
+        Ok(ForwardContext {
+            global_rope,
+            sliding_rope,
+            full_mask,
+            sliding_mask,
+        })
+    }
+
+    /// Token embeddings scaled by sqrt(hidden_size), the scale rounded to the model dtype as
+    /// HF does.
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let xs = self.embed_tokens.forward(ids)?;
+        let scale = Tensor::new(&[(self.cfg.hidden_size as f32).sqrt()], &self.device)?
+            .to_dtype(self.dtype)?;
+        Ok(xs.broadcast_mul(&scale)?)
+    }
+
+    fn loaded_blocks(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn total_blocks(&self) -> usize {
+        self.cfg.num_hidden_layers
+    }
+
+    fn block(
+        &self,
+        i: usize,
+        xs: &Tensor,
+        ctx: &ForwardContext,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Result<Tensor> {
+        self.layers[i].forward(xs, ctx, cache)
+    }
+
+    fn head(&self) -> Option<&LmHead> {
+        self.head.as_ref()
     }
 }
 

@@ -368,13 +368,11 @@ impl SimpleBackend for GgufCheckpoint {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        self.read(name, Some(&s), dtype, dev)
-            .map_err(|e| candle_core::Error::Msg(e.message().to_string()))
+        self.read(name, Some(&s), dtype, dev).map_err(Into::into)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.read(name, None, dtype, dev)
-            .map_err(|e| candle_core::Error::Msg(e.message().to_string()))
+        self.read(name, None, dtype, dev).map_err(Into::into)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {

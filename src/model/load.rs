@@ -97,7 +97,7 @@ pub fn locate(model: &str, tokenizer: Option<&Path>) -> Result<ModelFiles> {
         return Err(Error::new("`--model` is empty"));
     }
     let mut files = if let Some(gguf) = gguf_path(model)? {
-        locate_gguf(model, gguf, tokenizer.is_some())?
+        locate_gguf(model, gguf)?
     } else if looks_like_path(model) {
         locate_dir(model, tokenizer.is_some())?
     } else {
@@ -141,7 +141,7 @@ fn gguf_path(model: &str) -> Result<Option<PathBuf>> {
 
 /// A tokenizer.json beside the file wins; without one the GGUF's own vocabulary is used where
 /// it rebuilds into HF's tokenizer (see [`GgufCheckpoint::tokenizer`]).
-fn locate_gguf(model: &str, gguf: PathBuf, _tokenizer_given: bool) -> Result<ModelFiles> {
+fn locate_gguf(model: &str, gguf: PathBuf) -> Result<ModelFiles> {
     let beside = gguf.with_file_name("tokenizer.json");
     Ok(ModelFiles {
         origin: model.to_string(),

@@ -16,6 +16,7 @@ pub mod load;
 pub mod mask;
 pub mod norm;
 pub mod rope;
+mod stack;
 pub mod weights;
 
 use candle_core::{Device, Tensor};

@@ -16,6 +16,8 @@ pub enum NormStyle {
 
 pub struct RmsNorm {
     scale: Tensor,
+    /// All ones in f32: the Llama style normalizes first and scales after the cast.
+    unit: Tensor,
     eps: f32,
     style: NormStyle,
 }
@@ -27,8 +29,10 @@ impl RmsNorm {
             NormStyle::GemmaOnePlus => (w.to_dtype(DType::F32)? + 1.0)?,
             NormStyle::Llama => w,
         };
+        let unit = Tensor::ones(size, DType::F32, scale.device())?;
         Ok(Self {
             scale,
+            unit,
             eps: eps as f32,
             style,
         })
@@ -42,8 +46,7 @@ impl RmsNorm {
                 candle_nn::ops::rms_norm(&x, &self.scale, self.eps)?.to_dtype(dtype)?
             }
             NormStyle::Llama => {
-                let ones = Tensor::ones(x.dim(candle_core::D::Minus1)?, DType::F32, x.device())?;
-                let normed = candle_nn::ops::rms_norm(&x, &ones, self.eps)?.to_dtype(dtype)?;
+                let normed = candle_nn::ops::rms_norm(&x, &self.unit, self.eps)?.to_dtype(dtype)?;
                 normed.broadcast_mul(&self.scale)?
             }
         })

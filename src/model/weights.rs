@@ -231,13 +231,13 @@ impl SimpleBackend for SafetensorsFiles {
     ) -> candle_core::Result<Tensor> {
         self.read(name, Some(&s), dev)
             .and_then(|t| Ok(t.to_dtype(dtype)?))
-            .map_err(|e| candle_core::Error::Msg(e.message().to_string()))
+            .map_err(Into::into)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         self.read(name, None, dev)
             .and_then(|t| Ok(t.to_dtype(dtype)?))
-            .map_err(|e| candle_core::Error::Msg(e.message().to_string()))
+            .map_err(Into::into)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
