@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::resources::human_bytes;
 
 /// The four kinds of contrast the tool trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -198,7 +199,23 @@ pub fn load_pairs(
     })
 }
 
+/// Far larger than a contrast file needs to be (100,000 pairs take about 30 MiB; the shipped
+/// files are under 200 KiB): a bigger file is almost certainly not one, and is refused before
+/// it is read.
+const MAX_DATA_FILE: u64 = 32 << 20;
+
 fn read_text(path: &Path) -> Result<String> {
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.len() > MAX_DATA_FILE {
+            return Err(Error::new(format!(
+                "contrast pairs file `{}` is {}, over the {} limit",
+                path.display(),
+                human_bytes(meta.len()),
+                human_bytes(MAX_DATA_FILE)
+            ))
+            .with_hint("check that `--data-dir` points at a directory of contrast pair files"));
+        }
+    }
     let bytes = std::fs::read(path).map_err(|e| {
         let err = Error::new(format!("cannot read contrast pairs file `{}`: {e}", path.display()));
         if e.kind() == std::io::ErrorKind::NotFound {

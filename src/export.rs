@@ -2,8 +2,6 @@
 //! hint, the layer count, and one F32 tensor `direction.k` per layer. `k` is our 0-based block
 //! index (the residual stream leaving block `k`), which llama.cpp cannot address for `k = 0`.
 
-use std::io::Write;
-
 use crate::error::{Error, Result};
 use crate::vector::SteeringVector;
 
@@ -82,21 +80,7 @@ pub fn control_vector_gguf(
     Ok((out, dropped))
 }
 
-/// Writes `bytes` to `path` through a temporary sibling, so a partial file never appears.
+/// Writes `bytes` to `path` so that a partial file never appears, even if the process is killed.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::new(format!("cannot write `{}`: {e}", path.display()))
-    })
+    crate::file_set::write_all_or_nothing(&[crate::file_set::Entry { dest: path, bytes }])
 }

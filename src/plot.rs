@@ -52,28 +52,50 @@ fn register_font() -> Result<()> {
 pub fn plot(path: &Path, sep: &[Separation], margins: &[Margin]) -> Result<()> {
     let panels = if margins.is_empty() { 1 } else { 2 };
     let size = (520 * panels as u32, 400);
-    match path.extension().and_then(|e| e.to_str()) {
+    // Drawn in memory and written in one step, so a stopped run leaves no partial picture.
+    let bytes = match path.extension().and_then(|e| e.to_str()) {
         Some("svg") => {
             register_font()?;
+            let mut svg = String::new();
             draw(
-                SVGBackend::new(path, size).into_drawing_area(),
+                SVGBackend::with_string(&mut svg, size).into_drawing_area(),
                 sep,
                 margins,
-            )
+            )?;
+            svg.into_bytes()
         }
         Some("png") => {
             register_font()?;
+            let mut rgb = vec![0u8; size.0 as usize * size.1 as usize * 3];
             draw(
-                BitMapBackend::new(path, size).into_drawing_area(),
+                BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area(),
                 sep,
                 margins,
-            )
+            )?;
+            encode_png(&rgb, size)?
         }
-        _ => Err(Error::new(format!(
-            "`--plot` `{}` must end in .png or .svg",
-            path.display()
-        ))),
-    }
+        _ => {
+            return Err(Error::new(format!(
+                "`--plot` `{}` must end in .png or .svg",
+                path.display()
+            )))
+        }
+    };
+    crate::file_set::write_all_or_nothing(&[crate::file_set::Entry {
+        dest: path,
+        bytes: &bytes,
+    }])
+}
+
+fn encode_png(rgb: &[u8], (w, h): (u32, u32)) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, w, h);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.write_header()
+        .and_then(|mut wr| wr.write_image_data(rgb))
+        .map_err(err)?;
+    Ok(out)
 }
 
 fn draw<DB: DrawingBackend>(

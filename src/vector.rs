@@ -3,13 +3,14 @@
 //! for the pickled `steering_vectors.SteeringVector`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::file_set::{write_all_or_nothing, Entry};
+use crate::gguf_header::GgufHeader;
 
 /// steering-vectors' layer type for the residual stream leaving a decoder block.
 pub const DECODER_BLOCK: &str = "decoder_block";
@@ -29,13 +30,25 @@ pub struct SteeringVector {
     pub metadata: BTreeMap<String, String>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 struct PklVector {
     format: String,
     version: u32,
     layer_type: String,
     layer_activations: Vec<(u32, Vec<f32>)>,
     metadata: Vec<(String, String)>,
+}
+
+/// [`PklVector`] read in place: strings borrow from the file, so no length in the file can
+/// make the reader allocate more than the file holds.
+#[derive(Deserialize)]
+struct PklVectorRef<'a> {
+    format: &'a str,
+    version: u32,
+    layer_type: &'a str,
+    layer_activations: Vec<(u32, Vec<f32>)>,
+    #[serde(borrow)]
+    metadata: Vec<(&'a str, &'a str)>,
 }
 
 impl SteeringVector {
@@ -196,8 +209,10 @@ impl SteeringVector {
 
     pub fn from_pkl(bytes: &[u8], origin: &str) -> Result<Self> {
         let config = bincode::config::standard().with_limit::<PKL_LIMIT>();
-        let (v, used): (PklVector, usize) = bincode::serde::decode_from_slice(bytes, config)
-            .map_err(|e| Error::new(format!("`{origin}` is not a train-vector .pkl file: {e}")))?;
+        let (v, used): (PklVectorRef, usize) =
+            bincode::serde::borrow_decode_from_slice(bytes, config).map_err(|e| {
+                Error::new(format!("`{origin}` is not a train-vector .pkl file: {e}"))
+            })?;
         if v.format != PKL_FORMAT || v.version != PKL_VERSION {
             return Err(Error::new(format!(
                 "`{origin}` is not a train-vector .pkl file (format `{}` version {})",
@@ -216,13 +231,76 @@ impl SteeringVector {
                 .into_iter()
                 .map(|(l, v)| (l as usize, v))
                 .collect(),
-            layer_type: v.layer_type,
-            metadata: v.metadata.into_iter().collect(),
+            layer_type: v.layer_type.to_string(),
+            metadata: v
+                .metadata
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
         .check(origin)
     }
 
-    /// Reads a `.safetensors` or `.pkl` vector, chosen by extension.
+    /// A llama.cpp control vector: F32 tensors `direction.k` for layer `k`, the model hint and
+    /// layer count kept as `model_type` and `num_layers`.
+    pub fn from_gguf(bytes: &[u8], origin: &str) -> Result<Self> {
+        let bad = |what: String| Error::new(format!("`{origin}` {what}"));
+        let header = GgufHeader::parse(bytes).map_err(|e| bad(e.message().to_string()))?;
+        let arch = header.get("general.architecture").and_then(|v| v.as_str());
+        if arch != Some("controlvector") {
+            return Err(bad(format!(
+                "is a GGUF file of architecture `{}`, not a control vector",
+                arch.unwrap_or("none")
+            )));
+        }
+        let mut metadata = BTreeMap::new();
+        if let Some(hint) = header
+            .get("controlvector.model_hint")
+            .and_then(|v| v.as_str())
+        {
+            metadata.insert("model_type".to_string(), hint.to_string());
+        }
+        if let Some(n) = header
+            .get("controlvector.layer_count")
+            .and_then(|v| v.as_u64())
+        {
+            metadata.insert("num_layers".to_string(), n.to_string());
+        }
+        let mut layers = BTreeMap::new();
+        for t in &header.tensors {
+            let layer = t
+                .name
+                .strip_prefix("direction.")
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "has tensor `{}`, expected `direction.<k>` names",
+                        t.name
+                    ))
+                })?;
+            if t.ggml_type != 0 || t.dims.len() != 1 {
+                return Err(bad(format!("tensor `{}` is not a 1-D F32 vector", t.name)));
+            }
+            // The header check guarantees the tensor lies inside the file.
+            let start = (header.data_offset + t.offset) as usize;
+            let v = bytes[start..start + t.size as usize]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            if layers.insert(layer, v).is_some() {
+                return Err(bad(format!("has `{}` twice", t.name)));
+            }
+        }
+        SteeringVector {
+            layer_activations: layers,
+            layer_type: DECODER_BLOCK.to_string(),
+            metadata,
+        }
+        .check(origin)
+    }
+
+    /// Reads a `.safetensors`, `.pkl` or `.gguf` (llama.cpp control vector) file, chosen by
+    /// extension.
     pub fn load(path: &Path) -> Result<Self> {
         let origin = path.display().to_string();
         // A steering vector is layers x hidden floats: megabytes. Refuse to read anything huge.
@@ -240,9 +318,10 @@ impl SteeringVector {
         match path.extension().and_then(|e| e.to_str()) {
             Some("safetensors") => Self::from_safetensors(&bytes, &origin),
             Some("pkl") => Self::from_pkl(&bytes, &origin),
+            Some("gguf") => Self::from_gguf(&bytes, &origin),
             _ => Err(
                 Error::new(format!("cannot tell the format of vector `{origin}`"))
-                    .with_hint("vector files end in `.safetensors` or `.pkl`"),
+                    .with_hint("vector files end in `.safetensors`, `.pkl` or `.gguf`"),
             ),
         }
     }
@@ -273,57 +352,21 @@ impl VectorFiles {
         self.all().into_iter().find(|p| p.exists())
     }
 
-    /// Writes every file under a temporary name, then renames them into place; on failure
-    /// nothing of this vector is left behind.
+    /// Writes the three files so that they appear together or not at all, even if the process
+    /// is killed (see [`crate::file_set`]).
     pub fn write(&self, vector: &SteeringVector, json: &serde_json::Value) -> Result<()> {
         let mut json_bytes = serde_json::to_vec_pretty(json)
             .map_err(|e| Error::new(format!("cannot encode metadata: {e}")))?;
         json_bytes.push(b'\n');
         let contents = [vector.to_safetensors()?, json_bytes, vector.to_pkl()?];
-        let temps: Vec<PathBuf> = self.all().iter().map(|p| temp_name(p)).collect();
-
-        let cleanup = |done: &[&Path]| {
-            for t in &temps {
-                let _ = std::fs::remove_file(t);
-            }
-            for d in done {
-                let _ = std::fs::remove_file(d);
-            }
-        };
-        for (tmp, bytes) in temps.iter().zip(&contents) {
-            if let Err(e) = write_synced(tmp, bytes) {
-                cleanup(&[]);
-                return Err(Error::new(format!("cannot write `{}`: {e}", tmp.display())));
-            }
-        }
-        let mut done = Vec::new();
-        for (tmp, dest) in temps.iter().zip(self.all()) {
-            if let Err(e) = std::fs::rename(tmp, dest) {
-                cleanup(&done);
-                return Err(Error::new(format!(
-                    "cannot write `{}`: {e}",
-                    dest.display()
-                )));
-            }
-            done.push(dest);
-        }
-        Ok(())
+        let entries: Vec<Entry> = self
+            .all()
+            .into_iter()
+            .zip(&contents)
+            .map(|(dest, bytes)| Entry { dest, bytes })
+            .collect();
+        write_all_or_nothing(&entries)
     }
-}
-
-/// A hidden sibling name, so a partial file never carries the final name.
-fn temp_name(dest: &Path) -> PathBuf {
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    dest.with_file_name(format!(".{name}.partial-{}", std::process::id()))
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 #[cfg(test)]
@@ -351,6 +394,35 @@ mod tests {
         let v = sample();
         let back = SteeringVector::from_pkl(&v.to_pkl().unwrap(), "x").unwrap();
         assert_eq!(back, v);
+    }
+
+    #[test]
+    fn a_pkl_claiming_a_huge_length_is_an_error() {
+        // The format string's length as a bincode varint u64: 2^40 bytes, with 3 present.
+        let mut b = vec![253u8];
+        b.extend((1u64 << 40).to_le_bytes());
+        b.extend(b"abc");
+        let e = SteeringVector::from_pkl(&b, "x").unwrap_err().to_string();
+        assert!(e.contains("not a train-vector .pkl"), "{e}");
+    }
+
+    #[test]
+    fn a_gguf_control_vector_reads_back() {
+        let v = sample();
+        let (bytes, dropped) = crate::export::control_vector_gguf(&v, "gemma2", 8).unwrap();
+        assert_eq!(dropped, vec![0]);
+        let back = SteeringVector::from_gguf(&bytes, "x").unwrap();
+        assert_eq!(back.layer_activations.len(), 1);
+        assert_eq!(back.layer_activations[&7], v.layer_activations[&7]);
+        assert_eq!(back.metadata["model_type"], "gemma2");
+        assert_eq!(back.metadata["num_layers"], "8");
+        // The last 20 bytes are alignment padding after the 12 bytes of data.
+        for cut in [0, 4, 24, bytes.len() / 2, bytes.len() - 21] {
+            assert!(
+                SteeringVector::from_gguf(&bytes[..cut], "x").is_err(),
+                "cut {cut}"
+            );
+        }
     }
 
     #[test]

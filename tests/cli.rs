@@ -652,3 +652,45 @@ fn prompt_longer_than_the_context() {
     );
     assert!(err.contains("pair 0"), "{err}");
 }
+
+#[test]
+fn a_50_mb_data_file_is_refused_before_reading() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A valid JSON list padded with whitespace to 50 MB.
+    let mut text = vec![b' '; 50_000_000];
+    text[0] = b'[';
+    *text.last_mut().unwrap() = b']';
+    std::fs::write(dir.join("theory_of_mind.json"), &text).unwrap();
+    let err = assert_fails(
+        &["--data-dir", dir.to_str().unwrap()],
+        "theory_of_mind.json` is 47.7 MiB, over the 32.0 MiB limit",
+    );
+    assert!(err.contains("hint: check that `--data-dir`"), "{err}");
+}
+
+#[test]
+fn tokenizer_larger_than_the_embedding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    copy_model(&dir);
+    let path = dir.join("tokenizer.json");
+    let mut tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let vocab = tok["model"]["vocab"].as_object_mut().unwrap();
+    for i in 0..200 {
+        vocab.insert(format!("extra{i}"), serde_json::json!(1000 + i));
+    }
+    let other = tmp.path().join("other-tokenizer.json");
+    std::fs::write(&other, tok.to_string()).unwrap();
+    // Beside the weights, and given with `--tokenizer`.
+    std::fs::copy(&other, &path).unwrap();
+    assert_fails(
+        &["--model", dir.to_str().unwrap()],
+        "has 600 tokens but the model's embedding has only 512",
+    );
+    copy_model(&dir);
+    let err = assert_fails(&["--tokenizer", other.to_str().unwrap()], "tokenizer `");
+    assert!(err.contains("other-tokenizer.json"), "{err}");
+}

@@ -186,3 +186,131 @@ fn bare_invocation_still_trains_and_requires_a_contrast_type() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--contrast-type"));
 }
+
+/// Every command that reads a vector answers a bad vector file with one error line naming the
+/// file, exit status 1, no panic, and (for `export`) nothing written.
+#[test]
+fn bad_vector_files_are_one_line_errors_in_every_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = SteeringVector::load(&reference_vector_file(tmp.path())).unwrap();
+    let st = good.to_safetensors().unwrap();
+    let pkl = good.to_pkl().unwrap();
+    let (gguf, _) = train_vector::export::control_vector_gguf(&good, "gemma2", 4).unwrap();
+    let not_a_control_vector = {
+        let at = gguf
+            .windows(13)
+            .position(|w| w == b"controlvector")
+            .unwrap();
+        let mut b = gguf.clone();
+        b[at..at + 13].copy_from_slice(b"gemma2_model_");
+        b
+    };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "text.safetensors",
+            b"{\"layer_0\": [1, 2]}".to_vec(),
+            "not a valid safetensors file",
+        ),
+        ("vector.txt", st.clone(), "cannot tell the format"),
+        ("swapped.pkl", st.clone(), "not a train-vector .pkl file"),
+        (
+            "cut.safetensors",
+            st[..st.len() / 2].to_vec(),
+            "not a valid safetensors file",
+        ),
+        (
+            "cut.pkl",
+            pkl[..pkl.len() - 5].to_vec(),
+            "not a train-vector .pkl file",
+        ),
+        (
+            "cut.gguf",
+            gguf[..gguf.len() / 2].to_vec(),
+            "not a valid GGUF file",
+        ),
+        ("empty.pkl", Vec::new(), "not a train-vector .pkl file"),
+        ("model.gguf", not_a_control_vector, "not a control vector"),
+    ];
+    let model = tiny_model_dir();
+    let model = model.to_str().unwrap();
+    for (name, bytes, needle) in &cases {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let p = path.to_str().unwrap();
+        let exported = tmp.path().join("out.gguf");
+        let commands: [Vec<&str>; 4] = [
+            vec!["inspect", p],
+            vec!["export", "--vector", p, "-o", exported.to_str().unwrap()],
+            vec![
+                "generate", "--model", model, "--vector", p, "--prompt", "Hi",
+            ],
+            vec![
+                "evaluate",
+                "--model",
+                model,
+                "--vector",
+                p,
+                "--contrast-type",
+                "tom",
+            ],
+        ];
+        for args in commands {
+            let o = run(&args);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(1), "{name} {args:?}: {err}");
+            assert!(!err.contains("panicked"), "{err}");
+            let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+            assert_eq!(errors.len(), 1, "{name} {args:?}: {err}");
+            assert!(errors[0].contains(needle), "{name} {args:?}: {err}");
+            assert!(errors[0].contains(name), "{name} {args:?}: {err}");
+            assert!(!exported.exists(), "{name}: export wrote a file");
+        }
+    }
+}
+
+/// A vector trained on another model is refused by `evaluate` as by `generate`.
+#[test]
+fn evaluate_refuses_another_models_vector() {
+    let tmp = tempfile::tempdir().unwrap();
+    let other = SteeringVector::new([(1, vec![0.5f32; 32])].into_iter().collect());
+    let path = tmp.path().join("other.safetensors");
+    std::fs::write(&path, other.to_safetensors().unwrap()).unwrap();
+    let model = tiny_model_dir();
+    let o = run(&[
+        "evaluate",
+        "--model",
+        model.to_str().unwrap(),
+        "--vector",
+        path.to_str().unwrap(),
+        "--contrast-type",
+        "tom",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("hidden size 32, the model 64"), "{err}");
+}
+
+/// `export` output reads back as a vector: llama.cpp control vectors are accepted everywhere.
+#[test]
+fn an_exported_control_vector_is_a_vector_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let v = reference_vector_file(tmp.path());
+    let out = tmp.path().join("v.gguf");
+    let o = run(&[
+        "export",
+        "--vector",
+        v.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let back = SteeringVector::load(&out).unwrap();
+    let orig = SteeringVector::load(&v).unwrap();
+    assert_eq!(back.layer_activations.len(), 3);
+    for (k, d) in &back.layer_activations {
+        assert_eq!(d, &orig.layer_activations[k]);
+    }
+    let o = run(&["inspect", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("layers: 3"), "{}", stdout(&o));
+}

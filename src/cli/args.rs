@@ -64,7 +64,7 @@ pub struct EvaluateArgs {
     #[command(flatten)]
     pub model: ModelArgs,
 
-    /// The steering vector (.safetensors or .pkl)
+    /// The steering vector (.safetensors, .pkl or llama.cpp .gguf)
     #[arg(long, value_name = "FILE")]
     pub vector: PathBuf,
 
@@ -122,7 +122,7 @@ pub struct GenerateArgs {
     #[command(flatten)]
     pub model: ModelArgs,
 
-    /// The steering vector (.safetensors or .pkl)
+    /// The steering vector (.safetensors, .pkl or llama.cpp .gguf)
     #[arg(long, value_name = "FILE")]
     pub vector: PathBuf,
 
@@ -167,13 +167,13 @@ pub struct GenerateArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct InspectArgs {
-    /// The vector file (.safetensors or .pkl)
+    /// The vector file (.safetensors, .pkl or llama.cpp .gguf)
     pub file: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ExportArgs {
-    /// The vector file (.safetensors or .pkl)
+    /// The vector file (.safetensors, .pkl or llama.cpp .gguf)
     #[arg(long, value_name = "FILE")]
     pub vector: PathBuf,
 

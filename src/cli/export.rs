@@ -30,5 +30,6 @@ pub fn run(a: &ExportArgs) -> Result<()> {
     }
     write_atomic(&a.output, &bytes)?;
     println!("{}", a.output.display());
+    crate::interrupt::stop_if_requested();
     Ok(())
 }

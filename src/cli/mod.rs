@@ -16,6 +16,7 @@ use crate::error::Error;
 /// Parses the command line, runs it, and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
     let cli = args::Cli::parse();
+    crate::interrupt::install();
     let result = match &cli.command {
         None => train::run(&cli.train),
         Some(args::Command::Generate(a)) => generate::run(a),

@@ -1,6 +1,6 @@
 //! The bare `train-vector --contrast-type ...` command: the Python script's four stages.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use chrono::Local;
@@ -10,6 +10,7 @@ use super::args::TrainArgs;
 use crate::data::{load_pairs, parse_contrast_types, ContrastType, DataSource, LoadedPairs};
 use crate::device::{describe, DTypeSpec, DeviceSpec};
 use crate::error::{Error, Result};
+use crate::file_set::check_writable;
 use crate::layers::LayerSpec;
 use crate::model::load::{inspect, locate};
 use crate::model::{load_model, LoadOptions};
@@ -78,12 +79,15 @@ impl TrainConfig {
 
 pub fn run(args: &TrainArgs) -> Result<()> {
     let cfg = TrainConfig::from_args(args)?;
-    let mut out = OutputDir::prepare(&cfg.output_dir)?;
-    let result = train_all(&cfg, args);
-    if result.is_err() {
-        out.abandon();
-    }
-    result
+    // Checked before any work, without creating anything: the directory itself is made only
+    // when the first vector's files are named.
+    check_writable(&cfg.output_dir).map_err(|e| {
+        Error::new(format!(
+            "`--output-dir` `{}` is not writable: {e}",
+            cfg.output_dir.display()
+        ))
+    })?;
+    train_all(&cfg, args)
 }
 
 macro_rules! log {
@@ -271,6 +275,7 @@ fn train_all(cfg: &TrainConfig, args: &TrainArgs) -> Result<()> {
             log!("  Saved: {}", p.display());
             println!("{}", p.display());
         }
+        crate::interrupt::stop_if_requested();
     }
 
     let rule_line = "=".repeat(70);
@@ -297,57 +302,4 @@ fn train_all(cfg: &TrainConfig, args: &TrainArgs) -> Result<()> {
             .unwrap_or_else(|| "unknown".to_string())
     );
     Ok(())
-}
-
-/// The output directory, created up front so an unwritable one fails before any work, and
-/// removed again if this run created it and then failed.
-struct OutputDir {
-    created: Vec<PathBuf>,
-}
-
-impl OutputDir {
-    fn prepare(dir: &Path) -> Result<OutputDir> {
-        let mut missing = Vec::new();
-        let mut cur = Some(dir);
-        while let Some(d) = cur {
-            if d.as_os_str().is_empty() || d.exists() {
-                break;
-            }
-            missing.push(d.to_path_buf());
-            cur = d.parent();
-        }
-        let fail = |e: std::io::Error| {
-            Error::new(format!(
-                "`--output-dir` `{}` is not writable: {e}",
-                dir.display()
-            ))
-        };
-        if dir.exists() && !dir.is_dir() {
-            return Err(Error::new(format!(
-                "`--output-dir` `{}` is not a directory",
-                dir.display()
-            )));
-        }
-        std::fs::create_dir_all(dir).map_err(fail)?;
-        let out = OutputDir { created: missing };
-        let probe = dir.join(format!(".train-vector-probe-{}", std::process::id()));
-        match std::fs::File::create(&probe) {
-            Ok(_) => {
-                let _ = std::fs::remove_file(&probe);
-                Ok(out)
-            }
-            Err(e) => {
-                let mut out = out;
-                out.abandon();
-                Err(fail(e))
-            }
-        }
-    }
-
-    /// Removes the directories this run created, deepest first, if still empty.
-    fn abandon(&mut self) {
-        for d in self.created.drain(..) {
-            let _ = std::fs::remove_dir(&d);
-        }
-    }
 }

@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 
 use super::config::{Architecture, ModelConfig};
 use crate::error::{Error, Result};
+use crate::gguf_header::GgufHeader;
 
 #[derive(Clone)]
 pub struct GgufCheckpoint {
@@ -42,6 +43,7 @@ impl GgufCheckpoint {
     /// Opens `path` and derives an HF-style config from its metadata.
     pub fn open(path: &Path) -> Result<(GgufCheckpoint, ModelConfig)> {
         let bad = |what: String| Error::new(format!("`{}` {what}", path.display()));
+        GgufHeader::read_file(path).map_err(|e| bad(e.message().to_string()))?;
         let mut file = File::open(path).map_err(|e| bad(format!("cannot be opened: {e}")))?;
         let content =
             Content::read(&mut file).map_err(|e| bad(format!("is not a valid GGUF file: {e}")))?;
@@ -77,7 +79,7 @@ impl GgufCheckpoint {
         let vocab = content
             .tensor_infos
             .get("token_embd.weight")
-            .map(|t| t.shape.dims()[0])
+            .and_then(|t| t.shape.dims().first().copied())
             .ok_or_else(|| bad("has no `token_embd.weight`".to_string()))?;
         let mut cfg = Map::new();
         let mut put = |k: &str, v: Value| {
