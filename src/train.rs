@@ -251,10 +251,17 @@ pub fn train(
         Ok(())
     })?;
     let count = pairs.len() as f64;
-    let vectors = sums
-        .into_iter()
-        .map(|(l, s)| (l, s.into_iter().map(|x| (x / count) as f32).collect()))
-        .collect();
+    let mut vectors = LayerVectors::new();
+    for (l, s) in sums {
+        let v: Vec<f32> = s.into_iter().map(|x| (x / count) as f32).collect();
+        // Finite activations can still average to more than f32 holds.
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err(Error::new(format!(
+                "the vector at layer {l} is not finite: the activation difference exceeds f32"
+            )));
+        }
+        vectors.insert(l, v);
+    }
     Ok((vectors, stats))
 }
 

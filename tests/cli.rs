@@ -694,3 +694,33 @@ fn tokenizer_larger_than_the_embedding() {
     let err = assert_fails(&["--tokenizer", other.to_str().unwrap()], "tokenizer `");
     assert!(err.contains("other-tokenizer.json"), "{err}");
 }
+
+/// Overflow in the forward (as bf16 Gemma-2 can): the run stops naming the layer and the pair,
+/// and writes nothing.
+#[test]
+fn non_finite_activations_name_the_layer_and_pair() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    copy_model(&dir);
+    let path = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let offsets = &header["model.layers.1.post_feedforward_layernorm.weight"]["data_offsets"];
+    let (start, end) = (
+        8 + n + offsets[0].as_u64().unwrap() as usize,
+        8 + n + offsets[1].as_u64().unwrap() as usize,
+    );
+    for chunk in bytes[start..end].chunks_exact_mut(4) {
+        chunk.copy_from_slice(&f32::MAX.to_le_bytes());
+    }
+    std::fs::write(&path, bytes).unwrap();
+    let err = assert_fails(
+        &["--model", dir.to_str().unwrap(), "--num-samples", "3"],
+        "non-finite activation at layer 1 for pair ",
+    );
+    assert!(
+        err.contains("hint: reduced precision can overflow"),
+        "{err}"
+    );
+}
