@@ -44,12 +44,8 @@ fn write_set(entries: &[Entry]) -> Result<()> {
     let cannot =
         |e: std::io::Error| Error::new(format!("cannot write to `{}`: {e}", dir.display()));
     let missing = missing_dirs(&dir);
-    let anchor = missing
-        .last()
-        .and_then(|d| d.parent())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| dir.clone());
-    if !anchor.as_os_str().is_empty() && !anchor.is_dir() {
+    let anchor = anchor(&dir, &missing);
+    if !anchor.is_dir() {
         return Err(Error::new(format!(
             "cannot write to `{}`: `{}` is not a directory",
             dir.display(),
@@ -58,8 +54,7 @@ fn write_set(entries: &[Entry]) -> Result<()> {
     }
 
     #[cfg(target_os = "linux")]
-    if let Some(files) = unnamed::create(&anchor, entries.len()).map_err(cannot)? {
-        let mut files = files;
+    if let Some(mut files) = unnamed::create(&anchor, entries.len()).map_err(cannot)? {
         for (f, e) in files.iter_mut().zip(entries) {
             write_synced(f, e.bytes).map_err(cannot)?;
         }
@@ -107,17 +102,7 @@ pub fn check_writable(dir: &Path) -> std::io::Result<()> {
     if dir.exists() && !dir.is_dir() {
         return Err(std::io::Error::other("not a directory"));
     }
-    let missing = missing_dirs(dir);
-    let anchor = missing
-        .last()
-        .and_then(|d| d.parent())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| dir.to_path_buf());
-    let anchor = if anchor.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        anchor
-    };
+    let anchor = anchor(dir, &missing_dirs(dir));
     if !anchor.is_dir() {
         return Err(std::io::Error::other(format!(
             "`{}` is not a directory",
@@ -152,6 +137,20 @@ fn missing_dirs(dir: &Path) -> Vec<PathBuf> {
         cur = d.parent();
     }
     missing
+}
+
+/// The nearest existing directory at or above `dir`, where unnamed files are made: the
+/// directories still to be created lie inside it, so on the same filesystem.
+fn anchor(dir: &Path, missing: &[PathBuf]) -> PathBuf {
+    let a = match missing.last() {
+        Some(top) => top.parent().map(Path::to_path_buf).unwrap_or_default(),
+        None => dir.to_path_buf(),
+    };
+    if a.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        a
+    }
 }
 
 /// A hidden name beside `dest`, so a partial file never carries the final name.
@@ -207,11 +206,6 @@ mod unnamed {
         if !Path::new("/proc/self/fd").is_dir() {
             return Ok(None);
         }
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
         let mut files = Vec::new();
         for _ in 0..n {
             match OpenOptions::new()
