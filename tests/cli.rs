@@ -566,6 +566,16 @@ fn copy_model(dst: &Path) {
     }
 }
 
+/// A copy of the fixture model in `tmp` with one string of its config.json replaced.
+fn model_with_config_edit(tmp: &Path, from: &str, to: &str) -> PathBuf {
+    let dir = tmp.join("m");
+    copy_model(&dir);
+    let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    assert!(cfg.contains(from), "fixture config has no `{from}`");
+    std::fs::write(dir.join("config.json"), cfg.replace(from, to)).unwrap();
+    dir
+}
+
 #[test]
 fn truncated_weights() {
     let tmp = tempfile::tempdir().unwrap();
@@ -590,11 +600,11 @@ fn truncated_weights() {
 #[test]
 fn tensor_with_the_wrong_shape() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("m");
-    copy_model(&dir);
-    let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap();
-    let cfg = cfg.replace("\"intermediate_size\": 128", "\"intermediate_size\": 100");
-    std::fs::write(dir.join("config.json"), cfg).unwrap();
+    let dir = model_with_config_edit(
+        tmp.path(),
+        "\"intermediate_size\": 128",
+        "\"intermediate_size\": 100",
+    );
     assert_fails(
         &["--model", dir.to_str().unwrap()],
         "tensor `model.layers.0.mlp.gate_proj.weight`",
@@ -604,12 +614,8 @@ fn tensor_with_the_wrong_shape() {
 #[test]
 fn config_vocab_disagrees_with_the_embedding() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("m");
-    copy_model(&dir);
-    let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap();
     // the embedding then no longer matches either; the check names what is wrong
-    let cfg = cfg.replace("\"vocab_size\": 512", "\"vocab_size\": 300");
-    std::fs::write(dir.join("config.json"), cfg).unwrap();
+    let dir = model_with_config_edit(tmp.path(), "\"vocab_size\": 512", "\"vocab_size\": 300");
     assert_fails(&["--model", dir.to_str().unwrap()], "embed_tokens.weight");
 }
 
@@ -638,14 +644,11 @@ fn tensor_with_the_wrong_dtype() {
 #[test]
 fn prompt_longer_than_the_context() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("m");
-    copy_model(&dir);
-    let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap();
-    let cfg = cfg.replace(
+    let dir = model_with_config_edit(
+        tmp.path(),
         "\"max_position_embeddings\": 1024",
         "\"max_position_embeddings\": 16",
     );
-    std::fs::write(dir.join("config.json"), cfg).unwrap();
     let err = assert_fails(
         &["--model", dir.to_str().unwrap()],
         "more than the model's context of 16",

@@ -168,6 +168,18 @@ fn export_writes_a_llama_cpp_control_vector() {
             g.vec1(&format!("vector_all.layer{k}"))
         );
     }
+    // and it reads back as a vector file, in every command
+    let back = SteeringVector::load(&out).unwrap();
+    assert_eq!(back.layer_activations.len(), 3);
+    for k in 1..4 {
+        assert_eq!(
+            back.layer_activations[&k],
+            g.vec1(&format!("vector_all.layer{k}"))
+        );
+    }
+    let shown = run(&["inspect", out.to_str().unwrap()]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    assert!(stdout(&shown).contains("layers: 3"), "{}", stdout(&shown));
     // no silent overwrite
     let again = run(&[
         "export",
@@ -288,29 +300,4 @@ fn evaluate_refuses_another_models_vector() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("hidden size 32, the model 64"), "{err}");
-}
-
-/// `export` output reads back as a vector: llama.cpp control vectors are accepted everywhere.
-#[test]
-fn an_exported_control_vector_is_a_vector_file() {
-    let tmp = tempfile::tempdir().unwrap();
-    let v = reference_vector_file(tmp.path());
-    let out = tmp.path().join("v.gguf");
-    let o = run(&[
-        "export",
-        "--vector",
-        v.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let back = SteeringVector::load(&out).unwrap();
-    let orig = SteeringVector::load(&v).unwrap();
-    assert_eq!(back.layer_activations.len(), 3);
-    for (k, d) in &back.layer_activations {
-        assert_eq!(d, &orig.layer_activations[k]);
-    }
-    let o = run(&["inspect", out.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("layers: 3"), "{}", stdout(&o));
 }
