@@ -4,26 +4,27 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use train_vector::model::embedding::TokenEmbedding;
-use train_vector::model::gemma::{Config, Generation, Model};
-use train_vector::model::{DecoderModel, ModelParts, NoHook, TokenBatch};
+use train_vector::model::config::parse_config;
+use train_vector::model::{
+    DecoderModel, LoadOptions, NoHook, TextConfig, TokenBatch, WeightSource,
+};
 use train_vector::train::{train, TokenPair, TrainOptions};
 
 const LAYERS: usize = 6;
 
-fn config() -> Config {
-    serde_json::from_value(serde_json::json!({
-        "vocab_size": 1024, "hidden_size": 256, "intermediate_size": 1024,
+fn config() -> TextConfig {
+    parse_config(&serde_json::json!({
+        "model_type": "gemma2", "vocab_size": 1024, "hidden_size": 256, "intermediate_size": 1024,
         "num_hidden_layers": LAYERS, "num_attention_heads": 8, "num_key_value_heads": 4,
         "head_dim": 32, "query_pre_attn_scalar": 32, "sliding_window": 64,
         "attn_logit_softcapping": 50.0, "max_position_embeddings": 4096
-    }))
+    })
+    .to_string())
     .expect("valid config")
 }
 
-fn random_model(cfg: &Config) -> Model {
+fn random_model(cfg: &TextConfig) -> Box<dyn DecoderModel> {
     let dev = Device::Cpu;
     let (h, i, d) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim);
     let (nh, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
@@ -66,16 +67,9 @@ fn random_model(cfg: &Config) -> Model {
             *w = w.squeeze(0).expect("squeeze");
         }
     }
-    let embed = TokenEmbedding::Full(t.remove("model.embed_tokens.weight").expect("embedding"));
-    let vb = VarBuilder::from_tensors(t, DType::F32, &dev);
-    let parts = ModelParts {
-        vb: vb.pp("model"),
-        embed_tokens: embed,
-        num_blocks: cfg.num_hidden_layers,
-        lm_head: None,
-        with_head: false,
-    };
-    Model::new(cfg, Generation::Gemma2, parts).expect("model")
+    let weights = WeightSource::tensors(t, DType::F32, &dev);
+    let opts = LoadOptions::for_training(dev, DType::F32, None);
+    (cfg.architecture.build)(cfg, &weights, &opts).expect("model")
 }
 
 fn sequences(n: usize, len: usize, vocab: u32) -> Vec<Vec<u32>> {
@@ -133,10 +127,9 @@ fn trainer(c: &mut Criterion) {
             max_pairs_per_batch: Some(batch_size),
             max_batch_tokens: 4096,
             progress: false,
-            pad_id: 0,
         };
         group.bench_with_input(BenchmarkId::new("batch", batch_size), &opts, |b, o| {
-            b.iter(|| train(&model, &pairs, o).expect("train"))
+            b.iter(|| train(model.as_ref(), &pairs, o).expect("train"))
         });
     }
     group.finish();

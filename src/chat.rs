@@ -43,16 +43,8 @@ impl ChatFormat {
 }
 
 /// Ids that end a reply: the config's EOS ids plus the end-of-turn markers the tokenizer has.
-pub fn stop_ids(tok: &Tokenizer, config_eos: &serde_json::Value) -> Vec<u32> {
-    let mut ids: Vec<u32> = match config_eos {
-        serde_json::Value::Number(n) => n.as_u64().map(|x| x as u32).into_iter().collect(),
-        serde_json::Value::Array(a) => a
-            .iter()
-            .filter_map(|x| x.as_u64())
-            .map(|x| x as u32)
-            .collect(),
-        _ => Vec::new(),
-    };
+pub fn stop_ids(tok: &Tokenizer, config_eos: &[u32]) -> Vec<u32> {
+    let mut ids = config_eos.to_vec();
     for t in [
         "<end_of_turn>",
         "<|im_end|>",

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::resources::human_bytes;
+use indicatif::HumanBytes;
 
 /// The four kinds of contrast the tool trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -113,24 +113,50 @@ impl ContrastType {
     }
 }
 
+fn valid_types() -> String {
+    let names: Vec<_> = ContrastType::ALL.iter().map(|t| t.key()).collect();
+    format!("valid types: {}", names.join(", "))
+}
+
+/// One contrast type by name (`evaluate --contrast-type`).
+impl std::str::FromStr for ContrastType {
+    type Err = Error;
+    fn from_str(name: &str) -> Result<Self> {
+        ContrastType::parse(name.trim()).ok_or_else(|| {
+            Error::new(format!(
+                "invalid value `{}` for `--contrast-type`",
+                name.trim()
+            ))
+            .with_hint(valid_types())
+        })
+    }
+}
+
+/// `--contrast-type` when training: one name, a comma-separated list, or `all`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContrastSelection(pub Vec<ContrastType>);
+
+impl std::str::FromStr for ContrastSelection {
+    type Err = Error;
+    fn from_str(spec: &str) -> Result<Self> {
+        parse_contrast_types(spec).map(ContrastSelection)
+    }
+}
+
 /// Parses `--contrast-type`: one name, a comma-separated list, or `all`.
 pub fn parse_contrast_types(spec: &str) -> Result<Vec<ContrastType>> {
-    let valid = || {
-        let names: Vec<_> = ContrastType::ALL.iter().map(|t| t.key()).collect();
-        format!("valid types: {}, or `all`", names.join(", "))
-    };
     if spec.trim() == "all" {
         return Ok(ContrastType::ALL.to_vec());
     }
     let mut types = Vec::new();
     for part in spec.split(',') {
-        let name = part.trim();
-        let t = ContrastType::parse(name).ok_or_else(|| {
-            Error::new(format!("invalid value `{name}` for `--contrast-type`")).with_hint(valid())
+        let t: ContrastType = part.parse().map_err(|e: Error| {
+            Error::new(e.message()).with_hint(format!("{}, or `all`", valid_types()))
         })?;
         if types.contains(&t) {
             return Err(Error::new(format!(
-                "`--contrast-type` names `{name}` twice"
+                "`--contrast-type` names `{}` twice",
+                part.trim()
             )));
         }
         types.push(t);
@@ -150,14 +176,32 @@ pub struct ContrastPair {
 pub enum DataSource {
     /// The copies compiled into the binary.
     Shipped,
+    /// A directory holding the types' files under their usual names.
     Dir(PathBuf),
+    /// One file, read with the type's schema.
+    File(PathBuf),
 }
 
 impl DataSource {
+    /// `--data-dir` when given, else the shipped files.
+    pub fn from_dir(dir: Option<PathBuf>) -> DataSource {
+        dir.map_or(DataSource::Shipped, DataSource::Dir)
+    }
+
     pub fn describe(&self, t: ContrastType) -> String {
         match self {
             DataSource::Shipped => format!("built-in {}", t.file_name()),
             DataSource::Dir(d) => d.join(t.file_name()).display().to_string(),
+            DataSource::File(f) => f.display().to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for DataSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataSource::Shipped => f.write_str("built-in contrast pairs"),
+            DataSource::Dir(d) | DataSource::File(d) => write!(f, "{}", d.display()),
         }
     }
 }
@@ -183,8 +227,20 @@ pub fn load_pairs(
         ),
         DataSource::Dir(dir) => {
             let path = dir.join(t.file_name());
-            (read_text(&path)?, format!("`{}`", path.display()))
+            let text = read_text(&path, "check that `--data-dir` points at a directory of contrast pair files")
+                .map_err(|e| match e.hint() {
+                    Some(_) => e,
+                    None => e.with_hint("`--data-dir` must hold theory_of_mind.json, irony.json, self_other.json and harmfulness.json"),
+                })?;
+            (text, format!("`{}`", path.display()))
         }
+        DataSource::File(path) => (
+            read_text(
+                path,
+                "check that the path points at a file of contrast pairs",
+            )?,
+            format!("`{}`", path.display()),
+        ),
     };
     let pairs = parse_pairs(&text, t).map_err(|e| e.context(&origin))?;
     let available = pairs.len();
@@ -204,25 +260,24 @@ pub fn load_pairs(
 /// it is read.
 const MAX_DATA_FILE: u64 = 32 << 20;
 
-fn read_text(path: &Path) -> Result<String> {
+/// The file's text; `too_big` is the hint for a file over the size limit.
+fn read_text(path: &Path, too_big: &str) -> Result<String> {
     if let Ok(meta) = std::fs::metadata(path) {
         if meta.len() > MAX_DATA_FILE {
             return Err(Error::new(format!(
                 "contrast pairs file `{}` is {}, over the {} limit",
                 path.display(),
-                human_bytes(meta.len()),
-                human_bytes(MAX_DATA_FILE)
+                HumanBytes(meta.len()),
+                HumanBytes(MAX_DATA_FILE)
             ))
-            .with_hint("check that `--data-dir` points at a directory of contrast pair files"));
+            .with_hint(too_big));
         }
     }
     let bytes = std::fs::read(path).map_err(|e| {
-        let err = Error::new(format!("cannot read contrast pairs file `{}`: {e}", path.display()));
-        if e.kind() == std::io::ErrorKind::NotFound {
-            err.with_hint("`--data-dir` must hold theory_of_mind.json, irony.json, self_other.json and harmfulness.json")
-        } else {
-            err
-        }
+        Error::new(format!(
+            "cannot read contrast pairs file `{}`: {e}",
+            path.display()
+        ))
     })?;
     String::from_utf8(bytes).map_err(|e| {
         Error::new(format!(

@@ -86,6 +86,20 @@ impl DTypeSpec {
     }
 }
 
+impl std::str::FromStr for DeviceSpec {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        DeviceSpec::parse(s)
+    }
+}
+
+impl std::str::FromStr for DTypeSpec {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        DTypeSpec::parse(s)
+    }
+}
+
 pub fn describe(device: &Device) -> String {
     match device {
         Device::Cpu => "cpu".to_string(),

@@ -19,8 +19,10 @@ impl Error {
         }
     }
 
+    /// Adds the fix; an empty hint is none.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(one_line(&hint.into()));
+        let hint = one_line(&hint.into());
+        self.hint = (!hint.is_empty()).then_some(hint);
         self
     }
 

@@ -8,7 +8,7 @@
 //! process at any moment leaves either the whole set or none of it.
 
 use std::fs::File;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -162,8 +162,10 @@ fn hidden_sibling(dest: &Path) -> PathBuf {
     dest.with_file_name(format!(".{name}.partial-{}", std::process::id()))
 }
 
+/// Writes the whole file with positional writes (the only ones a run makes, so a test can
+/// stop it at exactly these) and syncs it.
 fn write_synced(f: &mut File, bytes: &[u8]) -> std::io::Result<()> {
-    f.write_all(bytes)?;
+    f.write_all_at(bytes, 0)?;
     f.sync_all()
 }
 

@@ -1,7 +1,14 @@
 //! Text generation with a key/value cache and a layer hook (steering), greedy or sampled.
 
 use candle_core::{Device, Tensor};
+use rand::distr::weighted::WeightedIndex;
+use rand::distr::Distribution;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 
+use tokenizers::Tokenizer;
+
+use crate::chat::ChatFormat;
 use crate::error::{Error, Result};
 use crate::model::{DecoderModel, KvCache, LayerHook, LogitPositions, TokenBatch};
 
@@ -22,18 +29,18 @@ pub struct GenerateOptions {
     pub stop: Vec<u32>,
 }
 
-/// SplitMix64: small, seedable and plenty for picking tokens.
-struct Rng(u64);
-
-impl Rng {
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
+/// A prompt as `generate --prompt` runs it: through the model's chat format when `chat` is
+/// set, then tokenized as HF's `tokenizer(text)` does (special tokens added).
+pub fn prompt_ids(tokenizer: &Tokenizer, prompt: &str, chat: bool) -> Result<Vec<u32>> {
+    let text = match chat {
+        true => ChatFormat::detect(tokenizer).wrap(prompt),
+        false => prompt.to_string(),
+    };
+    Ok(tokenizer
+        .encode(text.as_str(), true)
+        .map_err(|e| Error::new(format!("cannot tokenize the prompt: {e}")))?
+        .get_ids()
+        .to_vec())
 }
 
 /// The highest logit, lowest id on ties.
@@ -47,7 +54,9 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
-fn sample(logits: &[f32], s: &Sampling, rng: &mut Rng) -> u32 {
+/// Draws from the temperature-scaled distribution restricted to its nucleus: the most likely
+/// tokens whose probabilities first reach `top_p` (ties broken by lower id).
+fn sample(logits: &[f32], s: &Sampling, rng: &mut StdRng) -> u32 {
     if s.temperature <= 0.0 {
         return argmax(logits);
     }
@@ -56,31 +65,25 @@ fn sample(logits: &[f32], s: &Sampling, rng: &mut Rng) -> u32 {
         .iter()
         .enumerate()
         .map(|(i, &x)| {
-            (
-                i as u32,
-                ((f64::from(x) - f64::from(max)) / s.temperature).exp(),
-            )
+            let p = ((f64::from(x) - f64::from(max)) / s.temperature).exp();
+            (i as u32, p)
         })
         .collect();
     let total: f64 = probs.iter().map(|p| p.1).sum();
     probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    let mut kept = Vec::new();
     let mut mass = 0.0;
-    for (id, p) in probs {
-        kept.push((id, p / total));
-        mass += p / total;
-        if mass >= s.top_p {
-            break;
-        }
+    let kept = probs
+        .iter()
+        .position(|&(_, p)| {
+            mass += p / total;
+            mass >= s.top_p
+        })
+        .map_or(probs.len(), |i| i + 1);
+    let nucleus = &probs[..kept];
+    match WeightedIndex::new(nucleus.iter().map(|p| p.1)) {
+        Ok(dist) => nucleus[dist.sample(rng)].0,
+        Err(_) => nucleus[0].0,
     }
-    let mut r = rng.next_f64() * mass;
-    for &(id, p) in &kept {
-        if r < p {
-            return id;
-        }
-        r -= p;
-    }
-    kept.last().map_or(0, |k| k.0)
 }
 
 /// Continues `prompt`, feeding one token at a time through the cache, with `hook` applied at
@@ -96,7 +99,7 @@ pub fn generate(
     }
     let device: &Device = model.device();
     let mut cache = KvCache::new();
-    let mut rng = Rng(opts.sampling.map_or(0, |s| s.seed));
+    let mut rng = StdRng::seed_from_u64(opts.sampling.map_or(0, |s| s.seed));
     let mut out = Vec::new();
     let mut input = prompt.to_vec();
     for _ in 0..opts.max_new_tokens {
@@ -105,7 +108,7 @@ pub fn generate(
                 break;
             }
         }
-        let batch = TokenBatch::new(&[input.as_slice()], 0, device)?;
+        let batch = TokenBatch::new(&[input.as_slice()], model.config().pad_token_id, device)?;
         let logits: Tensor =
             model.forward_logits(&batch, Some(&mut cache), hook, LogitPositions::Last)?;
         let row: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
@@ -139,14 +142,14 @@ mod tests {
             top_p: 0.5,
             seed: 7,
         };
-        let mut rng = Rng(7);
+        let mut rng = StdRng::seed_from_u64(7);
         // top_p 0.5 keeps only the most likely token
         for _ in 0..20 {
             assert_eq!(sample(&logits, &s, &mut rng), 1);
         }
         let wide = Sampling { top_p: 1.0, ..s };
         let draw = |seed| {
-            let mut rng = Rng(seed);
+            let mut rng = StdRng::seed_from_u64(seed);
             (0..50)
                 .map(|_| sample(&logits, &wide, &mut rng))
                 .collect::<Vec<_>>()

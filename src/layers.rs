@@ -82,13 +82,50 @@ impl LayerSpec {
             }
         }
     }
+}
 
-    /// The JSON `layers` value: `"all"` or the list as given.
-    pub fn to_json(&self) -> serde_json::Value {
+/// `all`, or the numbers as given, comma-separated.
+impl std::fmt::Display for LayerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LayerSpec::All => serde_json::Value::from("all"),
-            LayerSpec::List(list) => serde_json::Value::from(list.clone()),
+            LayerSpec::All => f.write_str("all"),
+            LayerSpec::List(list) => {
+                let nums: Vec<String> = list.iter().map(|n| n.to_string()).collect();
+                f.write_str(&nums.join(","))
+            }
         }
+    }
+}
+
+/// Written as `"all"` or the list as given, the Python script's `layers` value.
+impl serde::Serialize for LayerSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            LayerSpec::All => s.serialize_str("all"),
+            LayerSpec::List(list) => serde::Serialize::serialize(list, s),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LayerSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            List(Vec<i64>),
+        }
+        match Raw::deserialize(d)? {
+            Raw::List(l) => Ok(LayerSpec::List(l)),
+            Raw::Text(t) => LayerSpec::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl std::str::FromStr for LayerSpec {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        LayerSpec::parse(s)
     }
 }
 

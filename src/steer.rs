@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::model::{LayerHook, TokenBatch};
+use crate::model::LayerHook;
 use crate::vector::SteeringVector;
 
 pub struct Steering {
@@ -41,22 +41,10 @@ impl Steering {
         }
         Ok(Steering { adds })
     }
-
-    /// No steering at all.
-    pub fn none() -> Steering {
-        Steering {
-            adds: BTreeMap::new(),
-        }
-    }
 }
 
 impl LayerHook for Steering {
-    fn after_block(
-        &mut self,
-        layer: usize,
-        residual: &Tensor,
-        _: &TokenBatch,
-    ) -> Result<Option<Tensor>> {
+    fn after_block(&mut self, layer: usize, residual: &Tensor) -> Result<Option<Tensor>> {
         let Some(add) = self.adds.get(&layer) else {
             return Ok(None);
         };

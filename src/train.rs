@@ -11,6 +11,7 @@ use tokenizers::Tokenizer;
 use crate::data::ContrastPair;
 use crate::error::{Error, Result};
 use crate::model::{DecoderModel, LayerHook, TokenBatch};
+use crate::vector::SteeringVector;
 
 /// A pair as token ids, each side as HF's `tokenizer(text)` gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +74,15 @@ pub struct TrainOptions {
     /// Padded tokens (sequences x longest) per forward call; a longer sequence runs alone.
     pub max_batch_tokens: usize,
     pub progress: bool,
-    pub pad_id: u32,
+}
+
+/// The default token budget per forward call: what fits comfortably on each kind of device.
+pub fn default_max_batch_tokens(device: &candle_core::Device) -> usize {
+    if device.is_cuda() {
+        32768
+    } else {
+        4096
+    }
 }
 
 /// What a run produced besides the vector.
@@ -128,12 +137,7 @@ struct ReadLastToken<'a> {
 }
 
 impl LayerHook for ReadLastToken<'_> {
-    fn after_block(
-        &mut self,
-        layer: usize,
-        residual: &Tensor,
-        _: &TokenBatch,
-    ) -> Result<Option<Tensor>> {
+    fn after_block(&mut self, layer: usize, residual: &Tensor) -> Result<Option<Tensor>> {
         if self.layers.contains(&layer) {
             let (b, t, h) = residual.dims3()?;
             let last = residual
@@ -180,17 +184,11 @@ fn visit_last_tokens(
 
     for members in &plan {
         let batch_seqs: Vec<&[u32]> = members.iter().map(|&i| seqs[i]).collect();
-        let batch = TokenBatch::new(&batch_seqs, opts.pad_id, model.device())?;
-        let t = batch.max_len();
-        let rows: Vec<u32> = batch
-            .lengths
-            .iter()
-            .enumerate()
-            .map(|(b, &len)| (b * t + len - 1) as u32)
-            .collect();
+        let pad = model.config().pad_token_id;
+        let batch = TokenBatch::new(&batch_seqs, pad, model.device())?;
         let mut hook = ReadLastToken {
             layers: &wanted,
-            rows: Tensor::new(rows, model.device())?,
+            rows: batch.last_token_rows()?,
             captured: Vec::new(),
         };
         model.forward_blocks(&batch, deepest, &mut hook)?;
@@ -227,12 +225,13 @@ fn visit_last_tokens(
 }
 
 /// Trains one vector from tokenized pairs. Positives and negatives share forward calls, and
-/// the batching is ours to choose: results do not depend on it beyond float noise.
+/// the batching is ours to choose: results do not depend on it beyond float noise. The
+/// vector's provenance is left for the caller to fill.
 pub fn train(
     model: &dyn DecoderModel,
     pairs: &[TokenPair],
     opts: &TrainOptions,
-) -> Result<(LayerVectors, TrainStats)> {
+) -> Result<(SteeringVector, TrainStats)> {
     let hidden = model.hidden_size();
     // sum(pos) - sum(neg) per layer, in f64 so the order of batches cannot matter.
     let mut sums: BTreeMap<usize, Vec<f64>> = opts
@@ -262,7 +261,7 @@ pub fn train(
         }
         vectors.insert(l, v);
     }
-    Ok((vectors, stats))
+    Ok((SteeringVector::new(vectors), stats))
 }
 
 /// The last-token activations of both sides of every pair, per layer and in pair order.

@@ -1,121 +1,160 @@
 //! `train-vector evaluate`: a vector's separation and steering effect per layer, as tables,
 //! JSON, or a plot.
 
+use std::path::PathBuf;
+
+use clap::Args;
 use serde_json::json;
 
-use super::args::EvaluateArgs;
-use super::generate::{check_vector_fits, parse_multipliers};
-use crate::data::{load_pairs, parse_pairs, ContrastType, DataSource};
-use crate::device::{DTypeSpec, DeviceSpec};
-use crate::error::{Error, Result};
+use super::args::{at_least_one, multiplier, plot_path, ModelArgs};
+use super::print_data;
+use crate::data::{load_pairs, ContrastType, DataSource};
+use crate::error::Result;
 use crate::evaluate::{behaviour, separation, Margin, Separation};
-use crate::model::load::{inspect, locate};
 use crate::model::{load_model, LoadOptions};
 use crate::plot::plot;
-use crate::train::{tokenize_pairs, TrainOptions};
+use crate::train::{default_max_batch_tokens, tokenize_pairs, TrainOptions};
 use crate::vector::SteeringVector;
 
-pub fn run(a: &EvaluateArgs) -> Result<()> {
-    let contrast = ContrastType::parse(&a.contrast_type).ok_or_else(|| {
-        Error::new(format!(
-            "invalid value `{}` for `--contrast-type`",
-            a.contrast_type
-        ))
-        .with_hint("valid types: tom, irony, self_other, harmfulness")
-    })?;
-    let multipliers = parse_multipliers(&a.multipliers)?;
-    if a.num_samples == Some(0) {
-        return Err(Error::new("`--num-samples` must be at least 1"));
-    }
-    if let Some(p) = &a.plot {
-        if p.extension().is_none_or(|e| e != "svg" && e != "png") {
-            return Err(Error::new(format!(
-                "`--plot` `{}` must end in .png or .svg",
-                p.display()
-            )));
-        }
-    }
-    let device_spec = DeviceSpec::parse(&a.model.device)?;
-    let dtype_spec = DTypeSpec::parse(&a.model.dtype)?;
-    let vector = SteeringVector::load(&a.vector)?;
-    let pairs = match &a.pairs {
-        Some(file) => {
-            let text = std::fs::read_to_string(file).map_err(|e| {
-                Error::new(format!("cannot read `--pairs` `{}`: {e}", file.display()))
-            })?;
-            let mut p = parse_pairs(&text, contrast)
-                .map_err(|e| e.context(format!("`{}`", file.display())))?;
-            p.truncate(a.num_samples.unwrap_or(usize::MAX));
-            p
-        }
-        None => {
-            let source = match &a.data_dir {
-                Some(d) => DataSource::Dir(d.clone()),
-                None => DataSource::Shipped,
-            };
-            load_pairs(&source, contrast, a.num_samples)?.pairs
-        }
-    };
+#[derive(Debug, Clone, Args)]
+pub struct EvaluateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
 
-    let spec = inspect(locate(&a.model.model, a.model.tokenizer.as_deref())?)?;
-    let origin = a.vector.display().to_string();
-    check_vector_fits(
-        &vector,
-        &origin,
-        &a.model.model,
-        spec.num_layers,
-        spec.hidden_size,
-    )?;
-    let device = device_spec.open()?;
-    let dtype = dtype_spec.resolve(&device);
+    /// The steering vector (.safetensors, .pkl or llama.cpp .gguf)
+    #[arg(long, value_name = "FILE")]
+    pub vector: PathBuf,
+
+    /// Which pairs to evaluate on: tom, irony, self_other or harmfulness
+    #[arg(long, value_name = "TYPE")]
+    pub contrast_type: ContrastType,
+
+    /// Directory with the contrast pair files (default: the built-in ones)
+    #[arg(long, value_name = "DIR", conflicts_with = "pairs")]
+    pub data_dir: Option<PathBuf>,
+
+    /// A contrast pair file with the type's schema
+    #[arg(long, value_name = "FILE")]
+    pub pairs: Option<PathBuf>,
+
+    /// Use the first N pairs
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub num_samples: Option<usize>,
+
+    /// Steering strengths for the log-probability margins (tom and harmfulness)
+    #[arg(
+        long,
+        default_value = "-1,-0.5,0,0.5,1",
+        allow_hyphen_values = true,
+        value_delimiter = ',',
+        value_parser = multiplier
+    )]
+    pub multipliers: Vec<f64>,
+
+    /// Print the numbers as JSON on stdout instead of tables
+    #[arg(long)]
+    pub json: bool,
+
+    /// Draw separation by layer and margin against multiplier into a .png or .svg file
+    #[arg(long, value_name = "FILE", value_parser = plot_path)]
+    pub plot: Option<PathBuf>,
+}
+
+/// Flags resolved.
+pub struct EvaluateConfig {
+    pub model: ModelArgs,
+    pub vector: PathBuf,
+    pub contrast: ContrastType,
+    pub data: DataSource,
+    pub num_samples: Option<usize>,
+    pub multipliers: Vec<f64>,
+    pub json: bool,
+    pub plot: Option<PathBuf>,
+}
+
+impl EvaluateConfig {
+    pub fn from_args(a: &EvaluateArgs) -> EvaluateConfig {
+        EvaluateConfig {
+            model: a.model.clone(),
+            vector: a.vector.clone(),
+            contrast: a.contrast_type,
+            data: match &a.pairs {
+                Some(file) => DataSource::File(file.clone()),
+                None => DataSource::from_dir(a.data_dir.clone()),
+            },
+            num_samples: a.num_samples,
+            multipliers: a.multipliers.clone(),
+            json: a.json,
+            plot: a.plot.clone(),
+        }
+    }
+}
+
+pub fn run(a: &EvaluateArgs) -> Result<()> {
+    let cfg = EvaluateConfig::from_args(a);
+    let vector = SteeringVector::load(&cfg.vector)?;
+    let pairs = load_pairs(&cfg.data, cfg.contrast, cfg.num_samples)?.pairs;
+    let spec = cfg.model.spec()?;
+    let origin = cfg.vector.display().to_string();
+    if let Some(w) = vector.check_fits(&origin, &spec.config, &cfg.model.model)? {
+        log!("warning: {w}");
+    }
+    let device = cfg.model.device.open()?;
+    let dtype = cfg.model.dtype.resolve(&device);
     let loaded = load_model(spec, &LoadOptions::for_logits(device.clone(), dtype))?;
-    let tokens = tokenize_pairs(&loaded.tokenizer, &pairs, loaded.model.as_ref())?;
+    let model = loaded.model.as_ref();
+    let tokens = tokenize_pairs(&loaded.tokenizer, &pairs, model)?;
     let opts = TrainOptions {
         layers: vector.layer_activations.keys().copied().collect(),
         max_pairs_per_batch: None,
-        max_batch_tokens: if device.is_cuda() { 32768 } else { 4096 },
+        max_batch_tokens: default_max_batch_tokens(&device),
         progress: false,
-        pad_id: loaded.pad_id,
     };
-    let sep = separation(loaded.model.as_ref(), &tokens, &vector, &opts)?;
-    let shared_prefix = matches!(contrast, ContrastType::Tom | ContrastType::Harmfulness);
+    let sep = separation(model, &tokens, &vector, &opts)?;
+    let shared_prefix = matches!(cfg.contrast, ContrastType::Tom | ContrastType::Harmfulness);
     let margins = if shared_prefix {
-        behaviour(loaded.model.as_ref(), &tokens, &vector, &multipliers)?
+        behaviour(model, &tokens, &vector, &cfg.multipliers)?
     } else {
         Vec::new()
     };
 
-    if let Some(p) = &a.plot {
+    if let Some(p) = &cfg.plot {
         plot(p, &sep, &margins)?;
-        eprintln!("plot: {}", p.display());
+        log!("plot: {}", p.display());
     }
-    if a.json {
+    if cfg.json {
         let out = json!({
             "vector": origin,
-            "contrast_type": contrast.key(),
+            "contrast_type": cfg.contrast.key(),
             "pairs": pairs.len(),
             "separation": sep,
             "margins": margins,
         });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        print_data(&serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
-        print_tables(&sep, &margins, &multipliers, pairs.len());
+        print_tables(&sep, &margins, &cfg.multipliers, pairs.len());
     }
     Ok(())
 }
 
 fn print_tables(sep: &[Separation], margins: &[Margin], multipliers: &[f64], n: usize) {
-    println!("Projection separation on {n} pairs");
-    println!("{:>6}  {:>9}  {:>7}", "layer", "accuracy", "gap_sd");
+    print_data(&format!("Projection separation on {n} pairs"));
+    print_data(&format!(
+        "{:>6}  {:>9}  {:>7}",
+        "layer", "accuracy", "gap_sd"
+    ));
     for s in sep {
-        println!("{:>6}  {:>9.3}  {:>7.3}", s.layer, s.accuracy, s.gap_sd);
+        print_data(&format!(
+            "{:>6}  {:>9.3}  {:>7.3}",
+            s.layer, s.accuracy, s.gap_sd
+        ));
     }
     if margins.is_empty() {
         return;
     }
-    println!("\nMean log-prob margin of the positive continuation, by steering multiplier");
+    print_data("\nMean log-prob margin of the positive continuation, by steering multiplier");
     let header: Vec<String> = multipliers.iter().map(|m| format!("{m:>8}")).collect();
-    println!("{:>9}  {}", "steer", header.join(" "));
+    print_data(&format!("{:>9}  {}", "steer", header.join(" ")));
     let mut rows: Vec<&str> = margins.iter().map(|m| m.steer.as_str()).collect();
     rows.dedup();
     for r in rows {
@@ -124,6 +163,6 @@ fn print_tables(sep: &[Separation], margins: &[Margin], multipliers: &[f64], n: 
             .filter(|m| m.steer == r)
             .map(|m| format!("{:>8.3}", m.margin))
             .collect();
-        println!("{r:>9}  {}", cells.join(" "));
+        print_data(&format!("{r:>9}  {}", cells.join(" ")));
     }
 }

@@ -1,9 +1,42 @@
 //! `train-vector export`: a vector as a llama.cpp control vector.
 
-use super::args::ExportArgs;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use super::print_data;
 use crate::error::{Error, Result};
 use crate::export::{control_vector_gguf, write_atomic};
 use crate::vector::SteeringVector;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// llama.cpp control vector (`--control-vector`)
+    Gguf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// The vector file (.safetensors, .pkl or llama.cpp .gguf)
+    #[arg(long, value_name = "FILE")]
+    pub vector: PathBuf,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = ExportFormat::Gguf)]
+    pub format: ExportFormat,
+
+    /// Output file
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// llama.cpp model hint (default: the vector's model type, else its model)
+    #[arg(long)]
+    pub model_hint: Option<String>,
+
+    /// Replace the output file if it exists
+    #[arg(long)]
+    pub overwrite: bool,
+}
 
 pub fn run(a: &ExportArgs) -> Result<()> {
     let v = SteeringVector::load(&a.vector)?;
@@ -13,23 +46,24 @@ pub fn run(a: &ExportArgs) -> Result<()> {
                 .with_hint("pass `--overwrite` to replace it"),
         );
     }
+    let p = &v.provenance;
     let hint = a
         .model_hint
         .clone()
-        .or_else(|| v.metadata.get("model_type").cloned())
-        .or_else(|| v.metadata.get("model").cloned())
+        .or_else(|| p.model_type.clone())
+        .or_else(|| p.model.clone())
         .unwrap_or_default();
-    let layer_count = v
-        .metadata
-        .get("num_layers")
-        .and_then(|n| n.parse().ok())
+    let layer_count = p
+        .num_layers
         .unwrap_or_else(|| v.layer_activations.keys().max().map_or(0, |m| m + 1));
-    let (bytes, dropped) = control_vector_gguf(&v, &hint, layer_count)?;
+    let (bytes, dropped) = match a.format {
+        ExportFormat::Gguf => control_vector_gguf(&v, &hint, layer_count)?,
+    };
     if !dropped.is_empty() {
-        eprintln!("warning: layer 0 cannot be expressed as a llama.cpp control vector; left out");
+        log!("warning: layer 0 cannot be expressed as a llama.cpp control vector; left out");
     }
     write_atomic(&a.output, &bytes)?;
-    println!("{}", a.output.display());
+    print_data(&a.output.display().to_string());
     crate::interrupt::stop_if_requested();
     Ok(())
 }

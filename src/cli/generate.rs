@@ -1,95 +1,157 @@
 //! `train-vector generate`: continue a prompt with a steering vector applied, at one or several
 //! strengths, next to the unsteered baseline.
 
-use super::args::GenerateArgs;
-use crate::chat::{stop_ids, ChatFormat};
-use crate::device::{DTypeSpec, DeviceSpec};
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::args::{multiplier, ModelArgs};
+use super::print_data;
+use crate::chat::stop_ids;
 use crate::error::{Error, Result};
-use crate::generate::{generate, GenerateOptions, Sampling};
+use crate::generate::{generate, prompt_ids, GenerateOptions, Sampling};
 use crate::layers::LayerSpec;
-use crate::model::load::{inspect, locate};
 use crate::model::{load_model, LoadOptions};
 use crate::steer::Steering;
 use crate::vector::SteeringVector;
 
-pub(crate) fn parse_multipliers(list: &str) -> Result<Vec<f64>> {
-    list.split(',')
-        .map(|p| {
-            p.trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|m| m.is_finite())
-                .ok_or_else(|| {
-                    Error::new(format!("invalid `--multipliers` entry `{}`", p.trim()))
-                        .with_hint("use comma-separated numbers, e.g. `--multipliers=-1,0,0.5,1`")
-                })
-        })
-        .collect()
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// The steering vector (.safetensors, .pkl or llama.cpp .gguf)
+    #[arg(long, value_name = "FILE")]
+    pub vector: PathBuf,
+
+    /// Text to continue
+    #[arg(long)]
+    pub prompt: String,
+
+    /// Strength of the steering; negative values suppress
+    #[arg(
+        long,
+        default_value_t = 0.5,
+        allow_hyphen_values = true,
+        conflicts_with = "multipliers",
+        value_parser = multiplier
+    )]
+    pub multiplier: f64,
+
+    /// Several strengths, comma-separated, each generated in turn next to the unsteered baseline
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "LIST",
+        value_delimiter = ',',
+        value_parser = multiplier
+    )]
+    pub multipliers: Option<Vec<f64>>,
+
+    /// Wrap the prompt in the model's chat format
+    #[arg(long)]
+    pub chat: bool,
+
+    /// Most tokens to generate; generation also ends at an end-of-text or end-of-turn token
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_new_tokens: usize,
+
+    /// Sampling temperature (>= 0); 0 is greedy decoding
+    #[arg(long, default_value_t = 0.0, value_parser = temperature)]
+    pub temperature: f64,
+
+    /// Nucleus sampling: draw among the most likely tokens whose probabilities reach P (0 < P <= 1)
+    #[arg(long, default_value_t = 1.0, value_name = "P", value_parser = top_p)]
+    pub top_p: f64,
+
+    /// Seed of the sampler: the same seed gives the same text
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Steer only these of the vector's layers (comma-separated)
+    #[arg(long, allow_hyphen_values = true)]
+    pub layers: Option<LayerSpec>,
+}
+
+fn temperature(s: &str) -> Result<f64> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|t| t.is_finite() && *t >= 0.0)
+        .ok_or_else(|| Error::new("it must be a number >= 0"))
+}
+
+fn top_p(s: &str) -> Result<f64> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|p| *p > 0.0 && *p <= 1.0)
+        .ok_or_else(|| Error::new("it must be a number in (0, 1]"))
+}
+
+/// Flags resolved.
+pub struct GenerateConfig {
+    pub model: ModelArgs,
+    pub vector: PathBuf,
+    pub prompt: String,
+    /// Strengths in the order they run; with `--multipliers`, the baseline 0 comes first.
+    pub multipliers: Vec<f64>,
+    pub chat: bool,
+    pub max_new_tokens: usize,
+    pub sampling: Option<Sampling>,
+    pub layers: Option<LayerSpec>,
+}
+
+impl GenerateConfig {
+    pub fn from_args(a: &GenerateArgs) -> GenerateConfig {
+        let multipliers = match &a.multipliers {
+            Some(list) if !list.contains(&0.0) => {
+                std::iter::once(0.0).chain(list.clone()).collect()
+            }
+            Some(list) => list.clone(),
+            None => vec![a.multiplier],
+        };
+        GenerateConfig {
+            model: a.model.clone(),
+            vector: a.vector.clone(),
+            prompt: a.prompt.clone(),
+            multipliers,
+            chat: a.chat,
+            max_new_tokens: a.max_new_tokens,
+            sampling: (a.temperature > 0.0).then_some(Sampling {
+                temperature: a.temperature,
+                top_p: a.top_p,
+                seed: a.seed,
+            }),
+            layers: a.layers.clone(),
+        }
+    }
 }
 
 pub fn run(a: &GenerateArgs) -> Result<()> {
-    let mut multipliers = match &a.multipliers {
-        Some(list) => parse_multipliers(list)?,
-        None => vec![a.multiplier],
-    };
-    if a.multipliers.is_some() && !multipliers.contains(&0.0) {
-        multipliers.insert(0, 0.0);
+    let cfg = GenerateConfig::from_args(a);
+    let vector = SteeringVector::load(&cfg.vector)?;
+    let spec = cfg.model.spec()?;
+    let origin = cfg.vector.display().to_string();
+    if let Some(w) = vector.check_fits(&origin, &spec.config, &cfg.model.model)? {
+        log!("warning: {w}");
     }
-    if !a.multiplier.is_finite() {
-        return Err(Error::new("`--multiplier` must be a finite number"));
-    }
-    if a.temperature < 0.0 || !(a.top_p > 0.0 && a.top_p <= 1.0) {
-        return Err(Error::new(
-            "`--temperature` must be >= 0 and `--top-p` in (0, 1]",
-        ));
-    }
-    let device_spec = DeviceSpec::parse(&a.model.device)?;
-    let dtype_spec = DTypeSpec::parse(&a.model.dtype)?;
-    let vector = SteeringVector::load(&a.vector)?;
-
-    let spec = inspect(locate(&a.model.model, a.model.tokenizer.as_deref())?)?;
-    check_vector_fits(
-        &vector,
-        &a.vector.display().to_string(),
-        &a.model.model,
-        spec.num_layers,
-        spec.hidden_size,
-    )?;
-    let layers = match &a.layers {
-        Some(l) => Some(LayerSpec::parse(l)?.resolve(spec.num_layers)?),
+    let layers = match &cfg.layers {
+        Some(l) => Some(l.resolve(spec.num_layers())?),
         None => None,
     };
-    let device = device_spec.open()?;
-    let dtype = dtype_spec.resolve(&device);
-    let eos = spec
-        .config
-        .text
-        .get("eos_token_id")
-        .cloned()
-        .unwrap_or_default();
+    let device = cfg.model.device.open()?;
+    let dtype = cfg.model.dtype.resolve(&device);
     let loaded = load_model(spec, &LoadOptions::for_logits(device.clone(), dtype))?;
-    let text = if a.chat {
-        ChatFormat::detect(&loaded.tokenizer).wrap(&a.prompt)
-    } else {
-        a.prompt.clone()
-    };
-    let prompt = loaded
-        .tokenizer
-        .encode(text.as_str(), true)
-        .map_err(|e| Error::new(format!("cannot tokenize `--prompt`: {e}")))?
-        .get_ids()
-        .to_vec();
+    let prompt = prompt_ids(&loaded.tokenizer, &cfg.prompt, cfg.chat)
+        .map_err(|e| e.context("`--prompt`"))?;
     let opts = GenerateOptions {
-        max_new_tokens: a.max_new_tokens,
-        sampling: (a.temperature > 0.0).then_some(Sampling {
-            temperature: a.temperature,
-            top_p: a.top_p,
-            seed: a.seed,
-        }),
-        stop: stop_ids(&loaded.tokenizer, &eos),
+        max_new_tokens: cfg.max_new_tokens,
+        sampling: cfg.sampling,
+        stop: stop_ids(&loaded.tokenizer, &loaded.model.config().eos_token_id),
     };
-    let several = multipliers.len() > 1;
-    for m in multipliers {
+    let several = cfg.multipliers.len() > 1;
+    for &m in &cfg.multipliers {
         let mut hook = Steering::new(&vector, m, layers.as_deref(), &device)?;
         let ids = generate(loaded.model.as_ref(), &prompt, &mut hook, &opts)?;
         let out = loaded
@@ -98,41 +160,9 @@ pub fn run(a: &GenerateArgs) -> Result<()> {
             .map_err(|e| Error::new(format!("cannot decode the output: {e}")))?;
         if several {
             let label = if m == 0.0 { " (baseline)" } else { "" };
-            println!("=== multiplier {m}{label} ===\n{out}\n");
+            print_data(&format!("=== multiplier {m}{label} ===\n{out}\n"));
         } else {
-            println!("{out}");
-        }
-    }
-    Ok(())
-}
-
-/// A vector trained on another model: a size or depth mismatch is an error, a different model
-/// name only a warning.
-pub(crate) fn check_vector_fits(
-    v: &SteeringVector,
-    origin: &str,
-    model: &str,
-    num_layers: usize,
-    hidden: usize,
-) -> Result<()> {
-    let vh = v.hidden_size().unwrap_or(0);
-    if vh != hidden {
-        return Err(Error::new(format!(
-            "vector `{origin}` has hidden size {vh}, the model {hidden}"
-        ))
-        .with_hint("the vector was trained on another model"));
-    }
-    if let Some(&deepest) = v.layer_activations.keys().max() {
-        if deepest >= num_layers {
-            return Err(Error::new(format!(
-                "vector `{origin}` has layer {deepest}, the model only {num_layers} layers"
-            ))
-            .with_hint("the vector was trained on another model"));
-        }
-    }
-    if let Some(trained_on) = v.metadata.get("model") {
-        if trained_on != model {
-            eprintln!("warning: vector `{origin}` was trained on `{trained_on}`, not `{model}`");
+            print_data(&out);
         }
     }
     Ok(())

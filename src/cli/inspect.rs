@@ -1,22 +1,32 @@
 //! `train-vector inspect FILE`: what a vector file holds.
 
-use super::args::InspectArgs;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::print_data;
 use crate::error::Result;
 use crate::vector::SteeringVector;
 
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    /// The vector file (.safetensors, .pkl or llama.cpp .gguf)
+    pub file: PathBuf,
+}
+
 pub fn run(a: &InspectArgs) -> Result<()> {
     let v = SteeringVector::load(&a.file)?;
-    println!("file: {}", a.file.display());
-    println!("layer_type: {}", v.layer_type);
-    println!("hidden_size: {}", v.hidden_size().unwrap_or(0));
-    for (k, val) in &v.metadata {
-        println!("{k}: {val}");
+    print_data(&format!("file: {}", a.file.display()));
+    print_data(&format!("layer_type: {}", v.layer_type));
+    print_data(&format!("hidden_size: {}", v.hidden_size().unwrap_or(0)));
+    print_data("provenance:");
+    for (k, val) in v.provenance.to_strings() {
+        print_data(&format!("  {k}: {val}"));
     }
-    println!("layers: {}", v.layer_activations.len());
-    println!("{:>6}  {:>12}", "layer", "L2 norm");
-    for (l, d) in &v.layer_activations {
-        let norm = d.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-        println!("{l:>6}  {norm:>12.6}");
+    print_data(&format!("layers: {}", v.layer_activations.len()));
+    print_data(&format!("{:>6}  {:>12}", "layer", "L2 norm"));
+    for (l, norm) in v.norms() {
+        print_data(&format!("{l:>6}  {norm:>12.6}"));
     }
     Ok(())
 }

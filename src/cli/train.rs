@@ -3,27 +3,71 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use candle_core::{DType, Device};
 use chrono::Local;
-use serde_json::json;
+use clap::Args;
+use indicatif::HumanBytes;
 
-use super::args::TrainArgs;
-use crate::data::{load_pairs, parse_contrast_types, ContrastType, DataSource, LoadedPairs};
-use crate::device::{describe, DTypeSpec, DeviceSpec};
+use super::args::{at_least_one, ModelArgs};
+use crate::data::{load_pairs, ContrastSelection, ContrastType, DataSource, LoadedPairs};
+use crate::device::describe;
 use crate::error::{Error, Result};
 use crate::file_set::check_writable;
 use crate::layers::LayerSpec;
-use crate::model::load::{inspect, locate};
-use crate::model::{load_model, LoadOptions};
+use crate::model::{load_model, LoadOptions, LoadedModel};
 use crate::naming::base_name;
-use crate::resources::{human_bytes, peak_rss_bytes};
-use crate::train::{tokenize_pairs, train, TrainOptions};
-use crate::vector::{SteeringVector, VectorFiles};
+use crate::resources::peak_rss_bytes;
+use crate::train::{default_max_batch_tokens, tokenize_pairs, train, TrainOptions, TrainStats};
+use crate::vector::{Provenance, SteeringVector, VectorFiles};
 
-/// Flags checked and resolved, before anything is read.
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// Type of contrast pairs to use for training: tom, irony, self_other, harmfulness;
+    /// a comma-separated list or `all` trains several with one model load
+    #[arg(long, value_name = "TYPE", required = true)]
+    pub contrast_type: Option<ContrastSelection>,
+
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Comma-separated layer numbers (e.g. "10,20,30" or "-1,-2,-3") or "all"
+    #[arg(long, default_value = "all", allow_hyphen_values = true)]
+    pub layers: LayerSpec,
+
+    /// Contrast pairs per forward batch [default: 2]. Results do not depend on it; when given,
+    /// it caps the pairs per batch (to save memory), otherwise batches are sized by tokens
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub batch_size: Option<usize>,
+
+    /// Padded tokens per forward batch [default: 4096 on CPU, 32768 on CUDA]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub max_batch_tokens: Option<usize>,
+
+    /// Number of training samples to use, the first N in file order (default: all available)
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub num_samples: Option<usize>,
+
+    /// Directory to save trained vectors (created with parents)
+    #[arg(long, default_value = "./trained_vectors")]
+    pub output_dir: PathBuf,
+
+    /// Directory containing contrast pair JSON files (default: the copies built into the binary)
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Disable progress bar during training
+    #[arg(long)]
+    pub no_progress: bool,
+
+    /// Replace vector files that already exist instead of stopping
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// Flags resolved, before anything is read.
 pub struct TrainConfig {
     pub contrasts: Vec<ContrastType>,
-    pub model: String,
-    pub tokenizer: Option<PathBuf>,
+    pub model: ModelArgs,
     pub layers: LayerSpec,
     /// `--batch-size` as given: a cap on pairs per batch.
     pub batch_size: Option<usize>,
@@ -32,53 +76,48 @@ pub struct TrainConfig {
     pub output_dir: PathBuf,
     pub data: DataSource,
     pub progress: bool,
-    pub device: DeviceSpec,
-    pub dtype: DTypeSpec,
     pub overwrite: bool,
 }
 
 impl TrainConfig {
-    pub fn from_args(a: &TrainArgs) -> Result<TrainConfig> {
-        if a.batch_size == Some(0) {
-            return Err(Error::new("`--batch-size` must be at least 1"));
-        }
-        if a.max_batch_tokens == Some(0) {
-            return Err(Error::new("`--max-batch-tokens` must be at least 1"));
-        }
-        if a.num_samples == Some(0) {
-            return Err(Error::new("`--num-samples` must be at least 1")
-                .with_hint("leave it out to train on every pair"));
-        }
-        Ok(TrainConfig {
-            contrasts: parse_contrast_types(a.contrast_type.as_deref().unwrap_or_default())?,
+    pub fn from_args(a: &TrainArgs) -> TrainConfig {
+        TrainConfig {
+            contrasts: a.contrast_type.clone().map(|c| c.0).unwrap_or_default(),
             model: a.model.clone(),
-            tokenizer: a.tokenizer.clone(),
-            layers: LayerSpec::parse(&a.layers)?,
+            layers: a.layers.clone(),
             batch_size: a.batch_size,
             max_batch_tokens: a.max_batch_tokens,
             num_samples: a.num_samples,
             output_dir: a.output_dir.clone(),
-            data: match &a.data_dir {
-                Some(d) => DataSource::Dir(d.clone()),
-                None => DataSource::Shipped,
-            },
+            data: DataSource::from_dir(a.data_dir.clone()),
             progress: !a.no_progress,
-            device: DeviceSpec::parse(&a.device)?,
-            dtype: DTypeSpec::parse(&a.dtype)?,
             overwrite: a.overwrite,
-        })
+        }
     }
-}
 
-impl TrainConfig {
     /// The batch size the metadata records: as given, or the Python default of 2.
     pub fn batch_size_value(&self) -> usize {
         self.batch_size.unwrap_or(2)
     }
 }
 
+/// The loaded model and what was resolved against it.
+struct Session {
+    loaded: LoadedModel,
+    layers: Vec<usize>,
+    device: Device,
+    dtype: DType,
+    max_batch_tokens: usize,
+}
+
+/// One vector's output files and base name.
+struct Output {
+    base: String,
+    files: VectorFiles,
+}
+
 pub fn run(args: &TrainArgs) -> Result<()> {
-    let cfg = TrainConfig::from_args(args)?;
+    let cfg = TrainConfig::from_args(args);
     // Checked before any work, without creating anything: the directory itself is made only
     // when the first vector's files are named.
     check_writable(&cfg.output_dir).map_err(|e| {
@@ -87,34 +126,40 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             cfg.output_dir.display()
         ))
     })?;
-    train_all(&cfg, args)
-}
-
-macro_rules! log {
-    ($($t:tt)*) => { eprintln!($($t)*) };
-}
-
-fn train_all(cfg: &TrainConfig, args: &TrainArgs) -> Result<()> {
     let started = Instant::now();
+    log_configuration(&cfg);
+    let sets = load_sets(&cfg)?;
+    let outputs = plan_outputs(&cfg, &sets)?;
+    let session = open_model(&cfg)?;
+    let mut total = TrainStats::default();
+    for (set, out) in sets.iter().zip(&outputs) {
+        let (vector, stats) = train_set(&cfg, &session, set)?;
+        total.tokens += stats.tokens;
+        total.seconds += stats.seconds;
+        save(&cfg, &session, set, out, vector, &stats)?;
+        crate::interrupt::stop_if_requested();
+    }
+    summary(&outputs, &total, started);
+    Ok(())
+}
+
+fn log_configuration(cfg: &TrainConfig) {
     let rule = "=".repeat(70);
     log!("{rule}\nSteering Vector Training Pipeline\n{rule}");
     log!("\nConfiguration:");
     let names: Vec<_> = cfg.contrasts.iter().map(|c| c.key()).collect();
     log!("  Contrast type: {}", names.join(", "));
-    log!("  Model: {}", cfg.model);
-    log!("  Layers: {}", args.layers);
+    log!("  Model: {}", cfg.model.model);
+    log!("  Layers: {}", cfg.layers);
     log!("  Batch size: {}", cfg.batch_size_value());
-    log!(
-        "  Data: {}",
-        match &cfg.data {
-            DataSource::Shipped => "built-in contrast pairs".to_string(),
-            DataSource::Dir(d) => d.display().to_string(),
-        }
-    );
+    log!("  Data: {}", cfg.data);
     log!("  Output directory: {}", cfg.output_dir.display());
+}
 
+/// [1/4]: every contrast type's pairs, validated before the model is touched.
+fn load_sets(cfg: &TrainConfig) -> Result<Vec<LoadedPairs>> {
     log!("\n[1/4] Loading contrast pairs...");
-    let mut sets: Vec<LoadedPairs> = Vec::new();
+    let mut sets = Vec::new();
     for &t in &cfg.contrasts {
         let loaded = load_pairs(&cfg.data, t, cfg.num_samples)?;
         log!(
@@ -123,183 +168,170 @@ fn train_all(cfg: &TrainConfig, args: &TrainArgs) -> Result<()> {
             t.display_name(),
             cfg.data.describe(t)
         );
-        if let Some(n) = cfg.num_samples {
-            if n > loaded.available {
-                log!(
-                    "  note: `--num-samples {n}` exceeds the {} pairs available; using all of them",
-                    loaded.available
-                );
-            }
+        if let Some(n) = cfg.num_samples.filter(|&n| n > loaded.available) {
+            log!(
+                "  note: `--num-samples {n}` exceeds the {} pairs available; using all of them",
+                loaded.available
+            );
         }
         sets.push(loaded);
     }
+    Ok(sets)
+}
 
+/// Names every output up front and refuses a clash before any training starts.
+fn plan_outputs(cfg: &TrainConfig, sets: &[LoadedPairs]) -> Result<Vec<Output>> {
     let date = Local::now().format("%Y%m%d").to_string();
-    let outputs: Vec<(String, VectorFiles)> = sets
+    let outputs: Vec<Output> = sets
         .iter()
         .map(|s| {
-            let base = base_name(s.contrast.key(), &cfg.model, &cfg.layers, &date);
+            let base = base_name(s.contrast.key(), &cfg.model.model, &cfg.layers, &date);
             let files = VectorFiles::new(&cfg.output_dir, &base);
-            (base, files)
+            Output { base, files }
         })
         .collect();
     if !cfg.overwrite {
-        for (_, files) in &outputs {
-            if let Some(p) = files.existing() {
-                return Err(
-                    Error::new(format!("`{}` already exists", p.display())).with_hint(
-                        "pass `--overwrite` to replace it, or choose another `--output-dir`",
-                    ),
-                );
-            }
+        if let Some(p) = outputs.iter().find_map(|o| o.files.existing()) {
+            return Err(Error::new(format!("`{}` already exists", p.display()))
+                .with_hint("pass `--overwrite` to replace it, or choose another `--output-dir`"));
         }
     }
+    Ok(outputs)
+}
 
-    log!("\n[2/4] Loading model: {}", cfg.model);
-    let spec = inspect(locate(&cfg.model, cfg.tokenizer.as_deref())?)?;
-    let num_layers = spec.num_layers;
-    let model_type = spec
-        .config
-        .text
-        .get("model_type")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
+/// [2/4]: the config, the layers it resolves, and the blocks up to the deepest of them.
+fn open_model(cfg: &TrainConfig) -> Result<Session> {
+    log!("\n[2/4] Loading model: {}", cfg.model.model);
+    let spec = cfg.model.spec()?;
+    let num_layers = spec.num_layers();
     let layers = cfg.layers.resolve(num_layers)?;
-    let device = cfg.device.open()?;
-    let dtype = cfg.dtype.resolve(&device);
+    let device = cfg.model.device.open()?;
+    let dtype = cfg.model.dtype.resolve(&device);
     let deepest = layers.last().copied().unwrap_or(0);
-    let max_batch_tokens =
-        cfg.max_batch_tokens
-            .unwrap_or(if device.is_cuda() { 32768 } else { 4096 });
-    let loaded = load_model(
-        spec,
-        &LoadOptions {
-            device: device.clone(),
-            dtype,
-            num_blocks: Some(deepest + 1),
-            full_embedding: false,
-            with_head: false,
-        },
-    )?;
+    let opts = LoadOptions::for_training(device.clone(), dtype, Some(deepest + 1));
+    let loaded = load_model(spec, &opts)?;
     log!("  ✓ Model loaded ({:?} on {})", dtype, describe(&device));
     log!("  Model has {num_layers} layers");
     match &cfg.layers {
         LayerSpec::All => log!("  Training on ALL {num_layers} layers"),
         LayerSpec::List(l) => log!("  Training on layers: {l:?} (absolute: {layers:?})"),
     }
+    Ok(Session {
+        loaded,
+        layers,
+        max_batch_tokens: cfg
+            .max_batch_tokens
+            .unwrap_or_else(|| default_max_batch_tokens(&device)),
+        device,
+        dtype,
+    })
+}
 
-    let mut total_tokens = 0;
-    let mut train_seconds = 0.0;
-    for (set, (base, files)) in sets.iter().zip(&outputs) {
-        log!(
-            "\n[3/4] Training steering vector: {}...",
-            set.contrast.display_name()
-        );
-        log!(
-            "  Processing {} contrast pairs ({} sequences, at most {} padded tokens per batch{})",
-            set.pairs.len(),
-            2 * set.pairs.len(),
-            max_batch_tokens,
-            match cfg.batch_size {
-                Some(n) => format!(", at most {n} pairs"),
-                None => String::new(),
-            }
-        );
-        let tokens = tokenize_pairs(&loaded.tokenizer, &set.pairs, loaded.model.as_ref())
-            .map_err(|e| e.context(cfg.data.describe(set.contrast)))?;
-        let (vectors, stats) = train(
-            loaded.model.as_ref(),
-            &tokens,
-            &TrainOptions {
-                layers: layers.clone(),
-                max_pairs_per_batch: cfg.batch_size,
-                max_batch_tokens,
-                progress: cfg.progress,
-                pad_id: loaded.pad_id,
-            },
-        )?;
-        total_tokens += stats.tokens;
-        train_seconds += stats.seconds;
-        log!(
-            "  ✓ Training complete! ({} tokens in {} batches, {:.2}s)",
-            stats.tokens,
-            stats.batches,
-            stats.seconds
-        );
+/// [3/4]: one contrast type's vector.
+fn train_set(
+    cfg: &TrainConfig,
+    s: &Session,
+    set: &LoadedPairs,
+) -> Result<(SteeringVector, TrainStats)> {
+    log!(
+        "\n[3/4] Training steering vector: {}...",
+        set.contrast.display_name()
+    );
+    let cap = match cfg.batch_size {
+        Some(n) => format!(", at most {n} pairs"),
+        None => String::new(),
+    };
+    log!(
+        "  Processing {} contrast pairs ({} sequences, at most {} padded tokens per batch{cap})",
+        set.pairs.len(),
+        2 * set.pairs.len(),
+        s.max_batch_tokens,
+    );
+    let model = s.loaded.model.as_ref();
+    let tokens = tokenize_pairs(&s.loaded.tokenizer, &set.pairs, model)
+        .map_err(|e| e.context(cfg.data.describe(set.contrast)))?;
+    let opts = TrainOptions {
+        layers: s.layers.clone(),
+        max_pairs_per_batch: cfg.batch_size,
+        max_batch_tokens: s.max_batch_tokens,
+        progress: cfg.progress,
+    };
+    let (vector, stats) = train(model, &tokens, &opts)?;
+    log!(
+        "  ✓ Training complete! ({} tokens in {} batches, {:.2}s)",
+        stats.tokens,
+        stats.batches,
+        stats.seconds
+    );
+    Ok((vector, stats))
+}
 
-        log!("\n[4/4] Saving steering vector...");
-        let now = Local::now();
-        let timestamp = now.format("%Y%m%d_%H%M%S").to_string();
-        let date_trained = now.format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
-        let mut vector = SteeringVector::new(vectors);
-        let provenance = [
-            ("contrast_type", set.contrast.key().to_string()),
-            ("contrast_name", set.contrast.display_name().to_string()),
-            ("model", cfg.model.clone()),
-            ("num_samples", set.pairs.len().to_string()),
-            ("num_layers", num_layers.to_string()),
-            ("model_type", model_type.clone()),
-            ("date_trained", date_trained.clone()),
-            (
-                "tool",
-                format!("train-vector {}", env!("CARGO_PKG_VERSION")),
-            ),
-        ];
-        for (k, v) in provenance {
-            vector.metadata.insert(k.to_string(), v);
-        }
-        let meta = json!({
-            "contrast_type": set.contrast.key(),
-            "contrast_name": set.contrast.display_name(),
-            "model": cfg.model,
-            "num_layers": num_layers,
-            "layers": cfg.layers.to_json(),
-            "num_samples": set.pairs.len(),
-            "batch_size": cfg.batch_size_value(),
-            "timestamp": timestamp,
-            "date_trained": date_trained,
-            "filename": base,
-            "layers_resolved": layers,
-            "hidden_size": loaded.model.hidden_size(),
-            "layer_type": vector.layer_type,
-            "dtype": format!("{dtype:?}").to_lowercase(),
-            "device": describe(&device),
-            "data_source": cfg.data.describe(set.contrast),
-            "tokens": stats.tokens,
-            "seconds": stats.seconds,
-            "tool_version": env!("CARGO_PKG_VERSION"),
-        });
-        files.write(&vector, &meta)?;
-        for p in files.all() {
-            log!("  Saved: {}", p.display());
-            println!("{}", p.display());
-        }
-        crate::interrupt::stop_if_requested();
+/// [4/4]: the three files, all or none, and their paths on stdout.
+fn save(
+    cfg: &TrainConfig,
+    s: &Session,
+    set: &LoadedPairs,
+    out: &Output,
+    mut vector: SteeringVector,
+    stats: &TrainStats,
+) -> Result<()> {
+    log!("\n[4/4] Saving steering vector...");
+    let now = Local::now();
+    let model_cfg = s.loaded.model.config();
+    vector.provenance = Provenance {
+        contrast_type: Some(set.contrast.key().to_string()),
+        contrast_name: Some(set.contrast.display_name().to_string()),
+        model: Some(cfg.model.model.clone()),
+        num_layers: Some(model_cfg.num_hidden_layers),
+        layers: Some(cfg.layers.clone()),
+        num_samples: Some(set.pairs.len()),
+        batch_size: Some(cfg.batch_size_value()),
+        timestamp: Some(now.format("%Y%m%d_%H%M%S").to_string()),
+        date_trained: Some(now.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()),
+        filename: Some(out.base.clone()),
+        layers_resolved: Some(s.layers.clone()),
+        hidden_size: Some(model_cfg.hidden_size),
+        model_type: Some(model_cfg.model_type.clone()),
+        dtype: Some(format!("{:?}", s.dtype).to_lowercase()),
+        device: Some(describe(&s.device)),
+        data_source: Some(cfg.data.describe(set.contrast)),
+        tokens: Some(stats.tokens),
+        seconds: Some(stats.seconds),
+        tool_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        extra: Default::default(),
+    };
+    out.files.write(&vector)?;
+    for p in out.files.all() {
+        log!("  Saved: {}", p.display());
+        super::print_data(&p.display().to_string());
     }
+    Ok(())
+}
 
-    let rule_line = "=".repeat(70);
-    log!("\n{rule_line}\n✓ Training complete!\n{rule_line}");
-    if let Some((_, files)) = outputs.first() {
+fn summary(outputs: &[Output], total: &TrainStats, started: Instant) {
+    let rule = "=".repeat(70);
+    log!("\n{rule}\n✓ Training complete!\n{rule}");
+    if let Some(out) = outputs.first() {
         log!("\nTo use this vector in Python:");
         log!("  from safetensors.torch import load_file");
         log!("  from steering_vectors import SteeringVector");
-        log!("  tensors = load_file('{}')", files.safetensors.display());
+        log!(
+            "  tensors = load_file('{}')",
+            out.files.safetensors.display()
+        );
         log!("  vec = SteeringVector({{int(k.split('_')[1]): v for k, v in tensors.items()}}, 'decoder_block')");
         log!("  with vec.apply(model, multiplier=0.3):");
         log!("      # generate text here");
     }
-    let rate = if train_seconds > 0.0 {
-        total_tokens as f64 / train_seconds
+    let rate = if total.seconds > 0.0 {
+        total.tokens as f64 / total.seconds
     } else {
         0.0
     };
+    let peak = peak_rss_bytes().map_or("unknown".to_string(), |b| HumanBytes(b).to_string());
     log!(
-        "\nTokens processed: {total_tokens} ({rate:.0} tokens/s); total time {:.2}s; peak memory {}",
+        "\nTokens processed: {} ({rate:.0} tokens/s); total time {:.2}s; peak memory {peak}",
+        total.tokens,
         started.elapsed().as_secs_f64(),
-        peak_rss_bytes()
-            .map(human_bytes)
-            .unwrap_or_else(|| "unknown".to_string())
     );
-    Ok(())
 }

@@ -1,131 +1,242 @@
-//! `config.json`: which architecture a checkpoint is, and the text model's settings with HF's
-//! defaults filled in for keys the file leaves out (HF's config classes do the same, so a
-//! missing `attn_logit_softcapping` on Gemma-2 still means 50).
+//! A text model's settings, parsed once: `config.json` (or a GGUF file's metadata, put in HF's
+//! words by [`super::gguf`]) over HF's class defaults for its architecture, resolved into a
+//! [`TextConfig`] of plain fields. Nothing outside `src/model/` reads a config key.
 
 use std::path::Path;
 
-use serde_json::{json, Map, Value};
+use serde::Deserialize;
+use serde_json::{Map, Value};
 
+use super::norm::NormStyle;
+use super::rope::RopeScalingConfig;
+use super::{Architecture, ARCHITECTURES};
 use crate::error::{Error, Result};
 
-/// Architectures this build can run, as `config.json` names them.
-pub const SUPPORTED: &[&str] = &[
-    "Gemma2ForCausalLM",
-    "Gemma3ForCausalLM",
-    "Gemma3ForConditionalGeneration",
-    "LlamaForCausalLM",
-    "MistralForCausalLM",
-    "Qwen2ForCausalLM",
-];
-
+/// The MLP's activation, from `hidden_act` / `hidden_activation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Architecture {
-    Gemma2,
-    Gemma3,
-    /// A Gemma-3 vision-language checkpoint; only its text model is used.
-    Gemma3Multimodal,
-    Llama,
-    Mistral,
-    Qwen2,
+pub enum Activation {
+    /// `gelu_pytorch_tanh`, `gelu_new`, `gelu_fast`.
+    GeluTanh,
+    /// `gelu`: the exact, erf-based GELU.
+    GeluErf,
+    /// `silu` / `swish`.
+    Silu,
 }
 
-impl Architecture {
-    fn from_class(name: &str) -> Option<Architecture> {
-        Some(match name {
-            "Gemma2ForCausalLM" => Architecture::Gemma2,
-            "Gemma3ForCausalLM" => Architecture::Gemma3,
-            "Gemma3ForConditionalGeneration" => Architecture::Gemma3Multimodal,
-            "LlamaForCausalLM" => Architecture::Llama,
-            "MistralForCausalLM" => Architecture::Mistral,
-            "Qwen2ForCausalLM" => Architecture::Qwen2,
-            _ => return None,
-        })
-    }
-
-    fn from_model_type(name: &str) -> Option<Architecture> {
-        Some(match name {
-            "gemma2" => Architecture::Gemma2,
-            "gemma3_text" => Architecture::Gemma3,
-            "gemma3" => Architecture::Gemma3Multimodal,
-            "llama" => Architecture::Llama,
-            "mistral" => Architecture::Mistral,
-            "qwen2" => Architecture::Qwen2,
-            _ => return None,
-        })
-    }
-
-    /// HF's config-class defaults for the text model.
-    fn defaults(self) -> Value {
-        match self {
-            Architecture::Gemma2 => json!({
-                "vocab_size": 256000, "hidden_size": 2304, "intermediate_size": 9216,
-                "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
-                "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
-                "max_position_embeddings": 8192, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
-                "query_pre_attn_scalar": 256, "sliding_window": 4096,
-                "attn_logit_softcapping": 50.0, "pad_token_id": 0
-            }),
-            Architecture::Gemma3 | Architecture::Gemma3Multimodal => json!({
-                "vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216,
-                "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
-                "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
-                "max_position_embeddings": 131072, "rms_norm_eps": 1e-6,
-                "rope_theta": 1000000.0, "query_pre_attn_scalar": 256, "sliding_window": 4096,
-                "attn_logit_softcapping": null, "rope_local_base_freq": 10000.0,
-                "pad_token_id": 0
-            }),
-            Architecture::Llama => json!({
-                "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008,
-                "num_hidden_layers": 32, "num_attention_heads": 32, "hidden_act": "silu",
-                "max_position_embeddings": 2048, "rms_norm_eps": 1e-6, "rope_theta": 10000.0
-            }),
-            Architecture::Mistral => json!({
-                "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336,
-                "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
-                "hidden_act": "silu", "max_position_embeddings": 131072, "rms_norm_eps": 1e-6,
-                "rope_theta": 10000.0, "sliding_window": 4096
-            }),
-            Architecture::Qwen2 => json!({
-                "vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 22016,
-                "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
-                "hidden_act": "silu", "max_position_embeddings": 32768, "rms_norm_eps": 1e-6,
-                "rope_theta": 10000.0, "use_sliding_window": false, "sliding_window": 4096,
-                "max_window_layers": 28
-            }),
+impl Activation {
+    pub fn parse(name: &str) -> Result<Activation> {
+        match name {
+            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Ok(Activation::GeluTanh),
+            "gelu" => Ok(Activation::GeluErf),
+            "silu" | "swish" => Ok(Activation::Silu),
+            other => Err(Error::new(format!(
+                "unsupported hidden activation `{other}`"
+            ))),
         }
     }
 }
 
-/// A parsed `config.json`: the architecture and the text model's settings.
+/// `eos_token_id`: one id or several.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum EosIds {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+/// The text model's keys as config.json writes them, over the architecture's defaults. An
+/// architecture's [`Architecture::resolve`] reads the keys only it gives meaning to.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HfConfig {
+    pub model_type: Option<String>,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: Option<usize>,
+    pub head_dim: Option<usize>,
+    pub rms_norm_eps: f64,
+    pub hidden_act: Option<String>,
+    pub hidden_activation: Option<String>,
+    pub max_position_embeddings: Option<usize>,
+    pub pad_token_id: Option<u32>,
+    eos_token_id: Option<EosIds>,
+    pub tie_word_embeddings: bool,
+    pub rope_theta: f64,
+    pub rope_scaling: Option<RopeScalingConfig>,
+    pub rope_local_base_freq: Option<f64>,
+    pub attention_bias: bool,
+    pub mlp_bias: bool,
+    pub sliding_window: Option<usize>,
+    pub use_sliding_window: Option<bool>,
+    pub max_window_layers: Option<usize>,
+    pub layer_types: Option<Vec<String>>,
+    pub sliding_window_pattern: Option<usize>,
+    pub query_pre_attn_scalar: Option<f64>,
+    pub attn_logit_softcapping: Option<f64>,
+    pub final_logit_softcapping: Option<f64>,
+}
+
+impl HfConfig {
+    /// Whether block `i` is listed as sliding in `layer_types`, when the config has that list.
+    pub fn listed_sliding(&self, i: usize) -> Option<bool> {
+        self.layer_types
+            .as_ref()
+            .map(|types| types.get(i).is_some_and(|t| t == "sliding_attention"))
+    }
+}
+
+/// Everything the forward pass needs to know about a text model, resolved.
 #[derive(Debug, Clone)]
-pub struct ModelConfig {
-    pub architecture: Architecture,
-    /// The text model's keys over HF's defaults.
-    pub text: Value,
+pub struct TextConfig {
+    pub architecture: &'static Architecture,
+    /// HF's `model_type` of the text model (`gemma2`, `gemma3_text`, `llama`, ...).
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    /// Set by the architecture's rules, from the key it reads.
+    pub activation: Activation,
+    /// The longest sequence the model was trained for, when the config says.
+    pub max_position_embeddings: Option<usize>,
+    /// The padding id for batches: the config's, else 0 (padding is never attended to, so any
+    /// id serves).
+    pub pad_token_id: u32,
+    /// Ids that end generation, as the config lists them.
+    pub eos_token_id: Vec<u32>,
+    pub tie_word_embeddings: bool,
+    pub rope_theta: f64,
+    /// Scaling of the global blocks' RoPE.
+    pub rope_scaling: Option<RopeScalingConfig>,
+    /// Base frequency of the sliding blocks' (unscaled) RoPE when they have their own.
+    pub rope_local_base_freq: Option<f64>,
+    pub mlp_bias: bool,
+    pub sliding_window: Option<usize>,
+    pub final_logit_softcapping: Option<f64>,
+    // Set by the architecture's rules:
+    /// Per block: whether it attends within `sliding_window`.
+    pub sliding: Vec<bool>,
+    /// The softmax scale of attention scores.
+    pub attention_scale: f64,
+    pub attn_logit_softcapping: Option<f64>,
+    /// RMS norms on queries and keys per head.
+    pub qk_norm: bool,
+    pub qkv_bias: bool,
+    pub o_bias: bool,
+    pub norm: NormStyle,
+    /// Token embeddings are multiplied by `sqrt(hidden_size)`.
+    pub scale_embeddings: bool,
 }
 
-impl ModelConfig {
-    pub fn num_layers(&self) -> usize {
-        self.usize_key("num_hidden_layers")
+impl TextConfig {
+    /// The architecture's defaults overlaid with `own` (the text model's keys), resolved.
+    pub fn resolve(arch: &'static Architecture, own: &Map<String, Value>) -> Result<TextConfig> {
+        let mut merged: Map<String, Value> = serde_json::from_str(arch.defaults)
+            .map_err(|e| Error::new(format!("defaults of {} are invalid: {e}", arch.name)))?;
+        for (k, v) in own {
+            merged.insert(k.clone(), v.clone());
+        }
+        adopt_rope_parameters(&mut merged);
+        let hf: HfConfig = serde_json::from_value(Value::Object(merged))
+            .map_err(|e| Error::new(format!("not a valid {} config: {e}", arch.name)))?;
+        let heads = hf.num_attention_heads;
+        // HF's computed defaults: one key/value head per query head, head_dim = hidden / heads.
+        let head_dim = hf.head_dim.unwrap_or(hf.hidden_size / heads.max(1));
+        let mut cfg = TextConfig {
+            architecture: arch,
+            model_type: hf
+                .model_type
+                .clone()
+                .unwrap_or_else(|| arch.model_types[0].to_string()),
+            vocab_size: hf.vocab_size,
+            hidden_size: hf.hidden_size,
+            intermediate_size: hf.intermediate_size,
+            num_hidden_layers: hf.num_hidden_layers,
+            num_attention_heads: heads,
+            num_key_value_heads: hf.num_key_value_heads.unwrap_or(heads),
+            head_dim,
+            rms_norm_eps: hf.rms_norm_eps,
+            activation: Activation::Silu,
+            max_position_embeddings: hf.max_position_embeddings,
+            pad_token_id: hf.pad_token_id.unwrap_or(0),
+            eos_token_id: match &hf.eos_token_id {
+                Some(EosIds::One(id)) => vec![*id],
+                Some(EosIds::Many(ids)) => ids.clone(),
+                None => Vec::new(),
+            },
+            tie_word_embeddings: hf.tie_word_embeddings,
+            rope_theta: hf.rope_theta,
+            rope_scaling: hf.rope_scaling.clone(),
+            rope_local_base_freq: None,
+            mlp_bias: hf.mlp_bias,
+            sliding_window: hf.sliding_window,
+            final_logit_softcapping: None,
+            sliding: vec![false; hf.num_hidden_layers],
+            attention_scale: (head_dim as f64).powf(-0.5),
+            attn_logit_softcapping: None,
+            qk_norm: false,
+            qkv_bias: hf.attention_bias,
+            o_bias: hf.attention_bias,
+            norm: NormStyle::Llama,
+            scale_embeddings: false,
+        };
+        (arch.resolve)(&hf, &mut cfg)?;
+        cfg.validate()
+            .map_err(|e| e.context(format!("invalid {} config", arch.name)))
     }
 
-    pub fn hidden_size(&self) -> usize {
-        self.usize_key("hidden_size")
+    fn validate(self) -> Result<TextConfig> {
+        let (h, kv) = (self.num_attention_heads, self.num_key_value_heads);
+        if h == 0 || kv == 0 || !h.is_multiple_of(kv) {
+            return Err(Error::new(format!(
+                "{h} attention heads cannot share {kv} key/value heads"
+            )));
+        }
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
+            return Err(Error::new(format!(
+                "head_dim {} must be even",
+                self.head_dim
+            )));
+        }
+        if self.num_hidden_layers == 0 || self.hidden_size == 0 {
+            return Err(Error::new("no layers or zero hidden size"));
+        }
+        if !(self.attention_scale.is_finite() && self.attention_scale > 0.0) {
+            return Err(Error::new("the attention scale must be positive"));
+        }
+        self.inv_freqs()?;
+        Ok(self)
     }
 
-    fn usize_key(&self, k: &str) -> usize {
-        self.text.get(k).and_then(Value::as_u64).unwrap_or(0) as usize
+    /// RoPE inverse frequencies of the global blocks, and of the sliding blocks when they
+    /// differ.
+    pub fn inv_freqs(&self) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+        let d = self.head_dim;
+        let global = super::rope::inv_freq(d, self.rope_theta, self.rope_scaling.as_ref())?;
+        let local = match self.rope_local_base_freq {
+            Some(base) => Some(super::rope::inv_freq(d, base, None)?),
+            None => None,
+        };
+        Ok((global, local))
     }
 }
 
-/// Reads `config.json` and identifies its architecture.
-pub fn read_config(path: &Path) -> Result<ModelConfig> {
+/// What `config.json` says: the architecture and its text model's settings.
+pub fn read_config(path: &Path) -> Result<TextConfig> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::new(format!("cannot read `{}`: {e}", path.display())))?;
     parse_config(&text).map_err(|e| e.context(format!("`{}`", path.display())))
 }
 
-pub fn parse_config(text: &str) -> Result<ModelConfig> {
+/// Identifies the architecture by `architectures[0]`, or by `model_type` when there is no
+/// such list, and resolves its text model's settings.
+pub fn parse_config(text: &str) -> Result<TextConfig> {
     let raw: Value = serde_json::from_str(text)
         .map_err(|e| Error::new(format!("not a valid model config: {e}")))?;
     let Value::Object(obj) = &raw else {
@@ -133,40 +244,34 @@ pub fn parse_config(text: &str) -> Result<ModelConfig> {
             "not a valid model config: expected a JSON object",
         ));
     };
-    let classes: Vec<&str> = obj
+    let class = obj
         .get("architectures")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
+        .and_then(|a| a.first())
+        .and_then(Value::as_str);
     let model_type = obj.get("model_type").and_then(Value::as_str);
-    let architecture = match classes.first() {
-        Some(c) => Architecture::from_class(c),
-        None => model_type.and_then(Architecture::from_model_type),
+    let arch = match class {
+        Some(c) => ARCHITECTURES.iter().find(|a| a.hf_classes.contains(&c)),
+        None => model_type.and_then(|t| ARCHITECTURES.iter().find(|a| a.model_types.contains(&t))),
     }
+    .copied()
     .ok_or_else(|| {
-        let found = classes
-            .first()
-            .copied()
-            .or(model_type)
-            .unwrap_or("none given");
+        let found = class.or(model_type).unwrap_or("none given");
+        let supported: Vec<&str> = ARCHITECTURES
+            .iter()
+            .flat_map(|a| a.hf_classes.iter().copied())
+            .collect();
         Error::new(format!("unsupported model architecture `{found}`"))
-            .with_hint(format!("supported architectures: {}", SUPPORTED.join(", ")))
+            .with_hint(format!("supported architectures: {}", supported.join(", ")))
     })?;
-    let own: &Map<String, Value> = match architecture {
-        Architecture::Gemma3Multimodal => obj
-            .get("text_config")
+    let own = match arch.text_config {
+        Some(key) => obj
+            .get(key)
             .and_then(Value::as_object)
-            .ok_or_else(|| Error::new("Gemma-3 multimodal config has no `text_config`"))?,
-        _ => obj,
+            .ok_or_else(|| Error::new(format!("{} config has no `{key}`", arch.name)))?,
+        None => obj,
     };
-    let mut text = architecture.defaults();
-    if let Value::Object(merged) = &mut text {
-        for (k, v) in own {
-            merged.insert(k.clone(), v.clone());
-        }
-        adopt_rope_parameters(merged);
-    }
-    Ok(ModelConfig { architecture, text })
+    TextConfig::resolve(arch, own)
 }
 
 /// transformers 5 writes RoPE settings as `rope_parameters` (per attention type for Gemma-3)
@@ -208,9 +313,9 @@ mod tests {
     #[test]
     fn identifies_by_class_or_type() {
         let c = parse_config(r#"{"architectures": ["Gemma2ForCausalLM"]}"#).unwrap();
-        assert_eq!(c.architecture, Architecture::Gemma2);
+        assert_eq!(c.architecture.name, "Gemma-2");
         let c = parse_config(r#"{"model_type": "qwen2"}"#).unwrap();
-        assert_eq!(c.architecture, Architecture::Qwen2);
+        assert_eq!(c.architecture.name, "Qwen2");
         let err = parse_config(r#"{"architectures": ["BertModel"], "model_type": "gemma2"}"#)
             .unwrap_err();
         assert!(err.message().contains("`BertModel`"));
@@ -222,32 +327,33 @@ mod tests {
         // HF's Gemma2Config defaults the soft-cap to 50 when the file leaves it out ...
         let c = parse_config(r#"{"architectures": ["Gemma2ForCausalLM"], "num_hidden_layers": 3}"#)
             .unwrap();
-        assert_eq!(c.text["attn_logit_softcapping"], 50.0);
-        assert_eq!(c.num_layers(), 3);
+        assert_eq!(c.attn_logit_softcapping, Some(50.0));
+        assert_eq!(c.num_hidden_layers, 3);
         // ... while an explicit null turns it off.
         let c =
             parse_config(r#"{"model_type": "gemma2", "attn_logit_softcapping": null}"#).unwrap();
-        assert!(c.text["attn_logit_softcapping"].is_null());
+        assert_eq!(c.attn_logit_softcapping, None);
     }
 
     #[test]
     fn transformers5_rope_parameters() {
         let c = parse_config(
             r#"{"model_type": "llama", "rope_parameters": {"rope_type": "llama3",
-                "rope_theta": 500000.0, "factor": 8.0}}"#,
+                "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}"#,
         )
         .unwrap();
-        assert_eq!(c.text["rope_theta"], 500000.0);
-        assert_eq!(c.text["rope_scaling"]["factor"], 8.0);
+        assert_eq!(c.rope_theta, 500000.0);
+        assert_eq!(c.rope_scaling.as_ref().unwrap().factor, Some(8.0));
         let c = parse_config(
             r#"{"model_type": "gemma3_text", "rope_parameters": {
                 "full_attention": {"rope_type": "linear", "rope_theta": 1000000.0, "factor": 8.0},
                 "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}}"#,
         )
         .unwrap();
-        assert_eq!(c.text["rope_theta"], 1000000.0);
-        assert_eq!(c.text["rope_local_base_freq"], 10000.0);
-        assert_eq!(c.text["rope_scaling"]["rope_type"], "linear");
+        assert_eq!(c.rope_theta, 1000000.0);
+        assert_eq!(c.rope_local_base_freq, Some(10000.0));
+        assert_eq!(c.rope_scaling.as_ref().unwrap().rope_type, "linear");
     }
 
     #[test]
@@ -257,8 +363,17 @@ mod tests {
                 "text_config": {"hidden_size": 2560, "num_hidden_layers": 34}}"#,
         )
         .unwrap();
-        assert_eq!(c.architecture, Architecture::Gemma3Multimodal);
-        assert_eq!((c.hidden_size(), c.num_layers()), (2560, 34));
-        assert_eq!(c.text["rope_local_base_freq"], 10000.0);
+        assert_eq!(c.architecture.name, "Gemma-3 (multimodal)");
+        assert_eq!((c.hidden_size, c.num_hidden_layers), (2560, 34));
+        assert_eq!(c.rope_local_base_freq, Some(10000.0));
+    }
+
+    #[test]
+    fn rejects_heads_that_do_not_group() {
+        let err = parse_config(
+            r#"{"model_type": "llama", "num_attention_heads": 4, "num_key_value_heads": 3}"#,
+        )
+        .unwrap_err();
+        assert!(err.message().contains("cannot share"), "{}", err.message());
     }
 }

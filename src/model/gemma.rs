@@ -1,285 +1,162 @@
-//! Gemma-2 and Gemma-3 text models, following HF transformers' `modeling_gemma2.py` and
-//! `modeling_gemma3.py` with `attn_implementation="eager"` (the path that applies Gemma-2's
-//! attention-logit soft-cap).
+//! Gemma-2 and Gemma-3 text decoders, following HF transformers' `modeling_gemma2.py` and
+//! `modeling_gemma3.py` with `attn_implementation="eager"` (the default `sdpa` path silently
+//! drops Gemma-2's attention soft-cap).
 //!
-//! Reads in data-flow order: Config -> Mlp -> Attention -> DecoderLayer -> Model. Field names
-//! are the checkpoint's tensor names. Gemma-3 differs from Gemma-2 only in what [`Config`]
-//! resolves: RMS-normed queries and keys, a separate RoPE base for sliding layers, rope
-//! scaling on global layers, five sliding layers per global one, and usually no soft-cap.
-//! Only the blocks a run needs are loaded; the final norm and LM head are never computed while
-//! training.
+//! What differs from candle-transformers' Gemma-2: attention is scaled by
+//! `query_pre_attn_scalar^-0.5` (not head_dim), only the blocks HF marks as sliding use the
+//! window, and padding is masked. Gemma-3 adds RMS norms on queries and keys, a separate
+//! unscaled RoPE base for sliding blocks, and a five-sliding-then-one-global block pattern.
+//! Both wrap attention and MLP in a pre-norm and a post-norm, scale embeddings by
+//! `sqrt(hidden_size)`, and scale norms by `1 + w`.
 
-use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{linear_b, Linear, VarBuilder};
-use serde::Deserialize;
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
 
-use super::attention::{attend, split_heads};
-use super::embedding::TokenEmbedding;
-use super::head::LmHead;
-use super::mask::causal_mask;
+use super::attention::Attention;
+use super::config::{Activation, HfConfig, TextConfig};
+use super::decoder::{self, Block, ForwardContext};
+use super::mlp::Mlp;
 use super::norm::{NormStyle, RmsNorm};
-use super::rope::{self, RopeScalingConfig};
-use super::stack::{self, Stack};
-use super::{DecoderModel, KvCache, LayerHook, LogitPositions, ModelParts, TokenBatch};
+use super::{Architecture, GgufFacts, KvCache};
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Generation {
-    Gemma2,
-    Gemma3,
-}
+pub const GEMMA2: Architecture = Architecture {
+    name: "Gemma-2",
+    hf_classes: &["Gemma2ForCausalLM"],
+    model_types: &["gemma2"],
+    text_config: None,
+    text_prefixes: &["model"],
+    // HF's Gemma2Config.
+    defaults: r#"{
+        "vocab_size": 256000, "hidden_size": 2304, "intermediate_size": 9216,
+        "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
+        "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
+        "max_position_embeddings": 8192, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+        "query_pre_attn_scalar": 256, "sliding_window": 4096,
+        "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
+        "pad_token_id": 0, "eos_token_id": 1, "tie_word_embeddings": true,
+        "attention_bias": false, "mlp_bias": false
+    }"#,
+    resolve: gemma2_rules,
+    build: decoder::build::<DecoderLayer>,
+    gguf: Some(GgufFacts {
+        arch: "gemma2",
+        norms_plus_one: true,
+        permuted_qk: false,
+        post_attention_norm: "post_attention_norm",
+        complete_config: complete_gguf_config,
+    }),
+};
 
-/// HF's `Gemma2Config` / `Gemma3TextConfig`, with HF's key names.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Config {
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub num_key_value_heads: usize,
-    pub head_dim: usize,
-    #[serde(default = "default_eps")]
-    pub rms_norm_eps: f64,
-    #[serde(default = "default_rope_theta")]
-    pub rope_theta: f64,
-    /// Gemma-3: the RoPE base of sliding layers.
-    #[serde(default)]
-    pub rope_local_base_freq: Option<f64>,
-    /// Gemma-3: scaling of the global layers' RoPE.
-    #[serde(default)]
-    pub rope_scaling: Option<RopeScalingConfig>,
-    #[serde(default)]
-    pub attention_bias: bool,
-    #[serde(default)]
-    pub query_pre_attn_scalar: Option<f64>,
-    #[serde(default)]
-    pub sliding_window: Option<usize>,
-    #[serde(default)]
-    pub sliding_window_pattern: Option<usize>,
-    #[serde(default)]
-    pub attn_logit_softcapping: Option<f64>,
-    #[serde(default)]
-    pub final_logit_softcapping: Option<f64>,
-    #[serde(default)]
-    pub hidden_activation: Option<String>,
-    #[serde(default)]
-    pub hidden_act: Option<String>,
-    /// `sliding_attention` / `full_attention` per block.
-    #[serde(default)]
-    pub layer_types: Option<Vec<String>>,
-    #[serde(default)]
-    pub max_position_embeddings: Option<usize>,
-    #[serde(default)]
-    pub pad_token_id: Option<u32>,
-}
+pub const GEMMA3: Architecture = Architecture {
+    name: "Gemma-3",
+    hf_classes: &["Gemma3ForCausalLM"],
+    model_types: &["gemma3_text"],
+    text_config: None,
+    text_prefixes: &["model"],
+    // HF's Gemma3TextConfig.
+    defaults: r#"{
+        "vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216,
+        "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
+        "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
+        "max_position_embeddings": 131072, "rms_norm_eps": 1e-6,
+        "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
+        "query_pre_attn_scalar": 256, "sliding_window": 4096, "sliding_window_pattern": 6,
+        "attn_logit_softcapping": null, "final_logit_softcapping": null,
+        "pad_token_id": 0, "eos_token_id": 1, "tie_word_embeddings": true,
+        "attention_bias": false, "mlp_bias": false
+    }"#,
+    resolve: gemma3_rules,
+    build: decoder::build::<DecoderLayer>,
+    gguf: Some(GgufFacts {
+        arch: "gemma3",
+        norms_plus_one: true,
+        permuted_qk: false,
+        post_attention_norm: "post_attention_norm",
+        complete_config: complete_gguf_config,
+    }),
+};
 
-fn default_eps() -> f64 {
-    1e-6
-}
+/// A Gemma-3 vision-language checkpoint: only its text model is used.
+pub const GEMMA3_MULTIMODAL: Architecture = Architecture {
+    name: "Gemma-3 (multimodal)",
+    hf_classes: &["Gemma3ForConditionalGeneration"],
+    model_types: &["gemma3"],
+    text_config: Some("text_config"),
+    // Older checkpoints nest the text model as `language_model.model`, newer ones as
+    // `model.language_model`.
+    text_prefixes: &["language_model.model", "model.language_model"],
+    defaults: GEMMA3.defaults,
+    resolve: gemma3_rules,
+    build: decoder::build::<DecoderLayer>,
+    gguf: None,
+};
 
-fn default_rope_theta() -> f64 {
-    10_000.0
-}
-
-impl Config {
-    /// Whether block `i` uses sliding-window attention, as HF decides it: `layer_types` when
-    /// given, else Gemma-2 alternates starting with sliding and Gemma-3 repeats five sliding
-    /// blocks then one global.
-    pub fn is_sliding(&self, gen: Generation, i: usize) -> bool {
-        match (&self.layer_types, gen) {
-            (Some(types), _) => types.get(i).is_some_and(|t| t == "sliding_attention"),
-            (None, Generation::Gemma2) => i.is_multiple_of(2),
-            (None, Generation::Gemma3) => {
-                !(i + 1).is_multiple_of(self.sliding_window_pattern.unwrap_or(6))
-            }
-        }
+/// What both generations share.
+fn common_rules(hf: &HfConfig, cfg: &mut TextConfig) -> Result<()> {
+    let act = hf.hidden_activation.as_deref().or(hf.hidden_act.as_deref());
+    cfg.activation = act.map_or(Ok(Activation::GeluTanh), Activation::parse)?;
+    let scalar = hf
+        .query_pre_attn_scalar
+        .ok_or_else(|| Error::new("missing query_pre_attn_scalar"))?;
+    if scalar <= 0.0 {
+        return Err(Error::new("query_pre_attn_scalar must be positive"));
     }
-
-    /// The softmax scale: `query_pre_attn_scalar`, not `head_dim`.
-    pub fn attention_scale(&self) -> f64 {
-        self.query_pre_attn_scalar.unwrap_or(256.0).powf(-0.5)
-    }
-
-    fn activation(&self) -> Result<Activation> {
-        let name = self
-            .hidden_activation
-            .as_deref()
-            .or(self.hidden_act.as_deref())
-            .unwrap_or("gelu_pytorch_tanh");
-        match name {
-            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Ok(Activation::GeluTanh),
-            "gelu" => Ok(Activation::GeluErf),
-            other => Err(Error::new(format!(
-                "unsupported hidden activation `{other}` in config.json"
-            ))),
-        }
-    }
-
-    pub fn validate(&self, gen: Generation) -> Result<()> {
-        let bad = |what: String| Err(Error::new(format!("invalid Gemma config: {what}")));
-        if self.num_attention_heads == 0
-            || self.num_key_value_heads == 0
-            || !self
-                .num_attention_heads
-                .is_multiple_of(self.num_key_value_heads)
-        {
-            return bad(format!(
-                "{} attention heads cannot share {} key/value heads",
-                self.num_attention_heads, self.num_key_value_heads
-            ));
-        }
-        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
-            return bad(format!("head_dim {} must be even", self.head_dim));
-        }
-        if self.num_hidden_layers == 0 || self.hidden_size == 0 {
-            return bad("no layers or zero hidden size".to_string());
-        }
-        if gen == Generation::Gemma2 && self.query_pre_attn_scalar.is_none() {
-            return bad("missing query_pre_attn_scalar".to_string());
-        }
-        if self.query_pre_attn_scalar.is_some_and(|s| s <= 0.0) {
-            return bad("query_pre_attn_scalar must be positive".to_string());
-        }
-        self.rope_frequencies(gen)?;
-        self.activation().map(|_| ())
-    }
-
-    /// Inverse frequencies of (global, sliding) blocks.
-    fn rope_frequencies(&self, gen: Generation) -> Result<(Vec<f32>, Vec<f32>)> {
-        let d = self.head_dim;
-        match gen {
-            Generation::Gemma2 => {
-                let f = rope::inv_freq(d, self.rope_theta, None)?;
-                Ok((f.clone(), f))
-            }
-            Generation::Gemma3 => Ok((
-                rope::inv_freq(d, self.rope_theta, self.rope_scaling.as_ref())?,
-                rope::inv_freq(d, self.rope_local_base_freq.unwrap_or(10_000.0), None)?,
-            )),
-        }
-    }
+    cfg.attention_scale = scalar.powf(-0.5);
+    cfg.attn_logit_softcapping = hf.attn_logit_softcapping;
+    cfg.final_logit_softcapping = hf.final_logit_softcapping;
+    cfg.norm = NormStyle::GemmaOnePlus;
+    cfg.scale_embeddings = true;
+    Ok(())
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Activation {
-    GeluTanh,
-    GeluErf,
+/// Gemma-2 alternates sliding and global blocks, starting with sliding, and uses one RoPE.
+fn gemma2_rules(hf: &HfConfig, cfg: &mut TextConfig) -> Result<()> {
+    common_rules(hf, cfg)?;
+    cfg.sliding = (0..cfg.num_hidden_layers)
+        .map(|i| hf.listed_sliding(i).unwrap_or(i.is_multiple_of(2)))
+        .collect();
+    cfg.rope_scaling = None;
+    Ok(())
 }
 
-struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
-    act: Activation,
-}
-
-impl Mlp {
-    fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-        Ok(Self {
-            gate_proj: linear_b(h, i, false, vb.pp("gate_proj"))?,
-            up_proj: linear_b(h, i, false, vb.pp("up_proj"))?,
-            down_proj: linear_b(i, h, false, vb.pp("down_proj"))?,
-            act: cfg.activation()?,
+/// Gemma-3 repeats `sliding_window_pattern - 1` sliding blocks then one global one; the global
+/// blocks' RoPE may be scaled, the sliding blocks' has its own base.
+fn gemma3_rules(hf: &HfConfig, cfg: &mut TextConfig) -> Result<()> {
+    common_rules(hf, cfg)?;
+    let pattern = hf.sliding_window_pattern.unwrap_or(6).max(1);
+    cfg.sliding = (0..cfg.num_hidden_layers)
+        .map(|i| {
+            hf.listed_sliding(i)
+                .unwrap_or(!(i + 1).is_multiple_of(pattern))
         })
-    }
-
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(xs)?;
-        let gate = match self.act {
-            Activation::GeluTanh => gate.gelu()?,
-            Activation::GeluErf => gate.gelu_erf()?,
-        };
-        let up = self.up_proj.forward(xs)?;
-        Ok(self.down_proj.forward(&(gate * up)?)?)
-    }
+        .collect();
+    cfg.qk_norm = true;
+    cfg.rope_local_base_freq = hf.rope_local_base_freq;
+    Ok(())
 }
 
-/// Per-forward state shared by every block: RoPE tables and attention masks for the global
-/// and the sliding blocks.
-pub(crate) struct ForwardContext {
-    global_rope: (Tensor, Tensor),
-    sliding_rope: (Tensor, Tensor),
-    full_mask: Tensor,
-    sliding_mask: Option<Tensor>,
-}
-
-struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
-    /// Gemma-3 only.
-    q_norm: Option<RmsNorm>,
-    k_norm: Option<RmsNorm>,
-    num_heads: usize,
-    num_kv_heads: usize,
-    head_dim: usize,
-    scale: f64,
-    softcap: Option<f64>,
-    sliding: bool,
-}
-
-impl Attention {
-    fn new(cfg: &Config, gen: Generation, sliding: bool, vb: VarBuilder) -> Result<Self> {
-        let (h, d) = (cfg.hidden_size, cfg.head_dim);
-        let (nh, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
-        let bias = cfg.attention_bias;
-        let qk_norm = |name: &str| match gen {
-            Generation::Gemma2 => Ok(None),
-            Generation::Gemma3 => {
-                RmsNorm::new(d, cfg.rms_norm_eps, NormStyle::GemmaOnePlus, vb.pp(name)).map(Some)
-            }
-        };
-        Ok(Self {
-            q_proj: linear_b(h, nh * d, bias, vb.pp("q_proj"))?,
-            k_proj: linear_b(h, nkv * d, bias, vb.pp("k_proj"))?,
-            v_proj: linear_b(h, nkv * d, bias, vb.pp("v_proj"))?,
-            o_proj: linear_b(nh * d, h, bias, vb.pp("o_proj"))?,
-            q_norm: qk_norm("q_norm")?,
-            k_norm: qk_norm("k_norm")?,
-            num_heads: nh,
-            num_kv_heads: nkv,
-            head_dim: d,
-            scale: cfg.attention_scale(),
-            softcap: cfg.attn_logit_softcapping,
-            sliding,
-        })
-    }
-
-    fn forward(
-        &self,
-        xs: &Tensor,
-        ctx: &ForwardContext,
-        cache: Option<(&mut KvCache, usize)>,
-    ) -> Result<Tensor> {
-        let d = self.head_dim;
-        let mut q = split_heads(&self.q_proj.forward(xs)?, self.num_heads, d)?;
-        let mut k = split_heads(&self.k_proj.forward(xs)?, self.num_kv_heads, d)?;
-        let v = split_heads(&self.v_proj.forward(xs)?, self.num_kv_heads, d)?;
-        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
-            q = qn.forward(&q)?;
-            k = kn.forward(&k)?;
-        }
-        let ((cos, sin), mask) = match (self.sliding, &ctx.sliding_mask) {
-            (true, Some(m)) => (&ctx.sliding_rope, m),
-            (true, None) => (&ctx.sliding_rope, &ctx.full_mask),
-            (false, _) => (&ctx.global_rope, &ctx.full_mask),
-        };
-        let q = rope::apply(&q, cos, sin)?;
-        let k = rope::apply(&k, cos, sin)?;
-        let (k, v) = match cache {
-            Some((c, layer)) => c.extend(layer, k, v)?,
-            None => (k, v),
-        };
-        let out = attend(&q, &k, &v, self.scale, self.softcap, mask)?;
-        Ok(self.o_proj.forward(&out)?)
-    }
+/// llama.cpp does not store `query_pre_attn_scalar`; it hard-codes it: the 27B models (46
+/// Gemma-2 or 62 Gemma-3 blocks) scale attention by hidden / heads, the others by head_dim.
+fn complete_gguf_config(cfg: &mut serde_json::Map<String, serde_json::Value>) {
+    let get = |k: &str| cfg.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let (layers, hidden, heads) = (
+        get("num_hidden_layers"),
+        get("hidden_size"),
+        get("num_attention_heads"),
+    );
+    let gemma2 = cfg.get("model_type").and_then(|t| t.as_str()) == Some("gemma2");
+    let big = (gemma2 && layers == 46) || (!gemma2 && layers == 62);
+    let scalar = if big {
+        hidden / heads.max(1)
+    } else {
+        get("head_dim")
+    };
+    cfg.insert("query_pre_attn_scalar".into(), scalar.into());
 }
 
 /// One block: attention and MLP, each wrapped in a pre-norm and a post-norm.
-struct DecoderLayer {
+pub struct DecoderLayer {
     self_attn: Attention,
     mlp: Mlp,
     input_layernorm: RmsNorm,
@@ -288,18 +165,12 @@ struct DecoderLayer {
     post_feedforward_layernorm: RmsNorm,
 }
 
-impl DecoderLayer {
-    fn new(cfg: &Config, gen: Generation, i: usize, vb: VarBuilder) -> Result<Self> {
-        let norm = |name: &str| {
-            RmsNorm::new(
-                cfg.hidden_size,
-                cfg.rms_norm_eps,
-                NormStyle::GemmaOnePlus,
-                vb.pp(name),
-            )
-        };
+impl Block for DecoderLayer {
+    fn new(cfg: &TextConfig, index: usize, vb: VarBuilder) -> Result<Self> {
+        let norm =
+            |name: &str| RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, cfg.norm, vb.pp(name));
         Ok(Self {
-            self_attn: Attention::new(cfg, gen, cfg.is_sliding(gen, i), vb.pp("self_attn"))?,
+            self_attn: Attention::new(cfg, index, vb.pp("self_attn"))?,
             mlp: Mlp::new(cfg, vb.pp("mlp"))?,
             input_layernorm: norm("input_layernorm")?,
             post_attention_layernorm: norm("post_attention_layernorm")?,
@@ -325,208 +196,71 @@ impl DecoderLayer {
     }
 }
 
-pub struct Model {
-    embed_tokens: TokenEmbedding,
-    layers: Vec<DecoderLayer>,
-    head: Option<LmHead>,
-    global_inv_freq: Vec<f32>,
-    sliding_inv_freq: Vec<f32>,
-    any_sliding: bool,
-    cfg: Config,
-    dtype: DType,
-    device: Device,
-}
-
-impl Model {
-    /// Loads the embedding, blocks `0..parts.num_blocks` and, only when asked, the final norm
-    /// and LM head.
-    pub fn new(cfg: &Config, gen: Generation, parts: ModelParts) -> Result<Self> {
-        cfg.validate(gen)?;
-        let vb = &parts.vb;
-        let n = parts.num_blocks.min(cfg.num_hidden_layers);
-        let layers = (0..n)
-            .map(|i| DecoderLayer::new(cfg, gen, i, vb.pp("layers").pp(i)))
-            .collect::<Result<Vec<_>>>()?;
-        let (global_inv_freq, sliding_inv_freq) = cfg.rope_frequencies(gen)?;
-        let head = if parts.with_head {
-            let norm = RmsNorm::new(
-                cfg.hidden_size,
-                cfg.rms_norm_eps,
-                NormStyle::GemmaOnePlus,
-                vb.pp("norm"),
-            )?;
-            Some(LmHead::new(
-                norm,
-                parts.head_weight()?,
-                cfg.final_logit_softcapping,
-            ))
-        } else {
-            None
-        };
-        Ok(Self {
-            embed_tokens: parts.embed_tokens,
-            layers,
-            head,
-            global_inv_freq,
-            sliding_inv_freq,
-            any_sliding: (0..n).any(|i| cfg.is_sliding(gen, i)),
-            cfg: cfg.clone(),
-            dtype: vb.dtype(),
-            device: vb.device().clone(),
-        })
-    }
-}
-
-impl DecoderModel for Model {
-    fn num_layers(&self) -> usize {
-        self.cfg.num_hidden_layers
-    }
-
-    fn loaded_layers(&self) -> usize {
-        self.layers.len()
-    }
-
-    fn hidden_size(&self) -> usize {
-        self.cfg.hidden_size
-    }
-
-    fn vocab_size(&self) -> usize {
-        self.cfg.vocab_size
-    }
-
-    fn max_positions(&self) -> Option<usize> {
-        self.cfg.max_position_embeddings
-    }
-
-    fn device(&self) -> &Device {
-        &self.device
-    }
-
-    fn forward_blocks(
-        &self,
-        batch: &TokenBatch,
-        last_layer: usize,
-        hook: &mut dyn LayerHook,
-    ) -> Result<Tensor> {
-        stack::forward_blocks(self, batch, last_layer, hook)
-    }
-
-    fn forward_logits(
-        &self,
-        batch: &TokenBatch,
-        cache: Option<&mut KvCache>,
-        hook: &mut dyn LayerHook,
-        positions: LogitPositions,
-    ) -> Result<Tensor> {
-        stack::forward_logits(self, batch, cache, hook, positions)
-    }
-}
-
-impl Stack for Model {
-    type Context = ForwardContext;
-
-    /// RoPE tables and masks for `t` new positions after `offset` cached ones.
-    fn context(&self, t: usize, offset: usize) -> Result<ForwardContext> {
-        let (dt, dev) = (self.dtype, &self.device);
-        let global_rope = rope::tables(&self.global_inv_freq, offset, t, dt, dev)?;
-        let sliding_rope = rope::tables(&self.sliding_inv_freq, offset, t, dt, dev)?;
-        let full_mask = causal_mask(t, offset, None, dt, dev)?;
-        let window = self
-            .cfg
-            .sliding_window
-            .filter(|&w| w < offset + t && self.any_sliding);
-        let sliding_mask = match window {
-            Some(w) => Some(causal_mask(t, offset, Some(w), dt, dev)?),
-            None => None,
-        };
-        Ok(ForwardContext {
-            global_rope,
-            sliding_rope,
-            full_mask,
-            sliding_mask,
-        })
-    }
-
-    /// Token embeddings scaled by sqrt(hidden_size), the scale rounded to the model dtype as
-    /// HF does.
-    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        let xs = self.embed_tokens.forward(ids)?;
-        let scale = Tensor::new(&[(self.cfg.hidden_size as f32).sqrt()], &self.device)?
-            .to_dtype(self.dtype)?;
-        Ok(xs.broadcast_mul(&scale)?)
-    }
-
-    fn loaded_blocks(&self) -> usize {
-        self.layers.len()
-    }
-
-    fn total_blocks(&self) -> usize {
-        self.cfg.num_hidden_layers
-    }
-
-    fn block(
-        &self,
-        i: usize,
-        xs: &Tensor,
-        ctx: &ForwardContext,
-        cache: Option<(&mut KvCache, usize)>,
-    ) -> Result<Tensor> {
-        self.layers[i].forward(xs, ctx, cache)
-    }
-
-    fn head(&self) -> Option<&LmHead> {
-        self.head.as_ref()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::config::parse_config;
     use super::*;
 
-    fn config(extra: &str) -> Config {
-        let json = format!(
-            r#"{{"vocab_size": 8, "hidden_size": 4, "intermediate_size": 8,
-                "num_hidden_layers": 12, "num_attention_heads": 2, "num_key_value_heads": 1,
-                "head_dim": 2, "query_pre_attn_scalar": 144 {extra}}}"#
-        );
-        serde_json::from_str(&json).unwrap()
+    fn config(model_type: &str, extra: &str) -> TextConfig {
+        parse_config(&format!(
+            r#"{{"model_type": "{model_type}", "vocab_size": 8, "hidden_size": 4,
+                "intermediate_size": 8, "num_hidden_layers": 12, "num_attention_heads": 2,
+                "num_key_value_heads": 1, "head_dim": 2, "query_pre_attn_scalar": 144 {extra}}}"#
+        ))
+        .unwrap()
     }
 
     #[test]
     fn sliding_blocks_follow_hf_defaults() {
-        let cfg = config("");
-        let g2: Vec<bool> = (0..4)
-            .map(|i| cfg.is_sliding(Generation::Gemma2, i))
-            .collect();
-        assert_eq!(g2, vec![true, false, true, false]);
-        let g3: Vec<usize> = (0..12)
-            .filter(|&i| !cfg.is_sliding(Generation::Gemma3, i))
-            .collect();
-        assert_eq!(g3, vec![5, 11]);
-        let cfg = config(r#", "layer_types": ["full_attention", "sliding_attention"]"#);
-        assert!(!cfg.is_sliding(Generation::Gemma2, 0) && cfg.is_sliding(Generation::Gemma2, 1));
+        let g2 = config("gemma2", "");
+        assert_eq!(g2.sliding[..4], [true, false, true, false]);
+        let g3 = config("gemma3_text", "");
+        let global: Vec<usize> = (0..12).filter(|&i| !g3.sliding[i]).collect();
+        assert_eq!(global, vec![5, 11]);
+        let listed = config(
+            "gemma2",
+            r#", "num_hidden_layers": 2, "layer_types": ["full_attention", "sliding_attention"]"#,
+        );
+        assert_eq!(listed.sliding, [false, true]);
     }
 
     #[test]
     fn attention_scale_uses_query_pre_attn_scalar() {
-        assert_eq!(config("").attention_scale(), 1.0 / 12.0);
-    }
-
-    #[test]
-    fn rejects_heads_that_do_not_group() {
-        let mut cfg = config("");
-        cfg.num_key_value_heads = 3;
-        assert!(cfg.validate(Generation::Gemma2).is_err());
+        assert_eq!(config("gemma2", "").attention_scale, 1.0 / 12.0);
+        let err =
+            parse_config(r#"{"model_type": "gemma2", "query_pre_attn_scalar": null}"#).unwrap_err();
+        assert!(err.message().contains("query_pre_attn_scalar"));
     }
 
     #[test]
     fn gemma3_scales_only_global_rope() {
         let cfg = config(
+            "gemma3_text",
             r#", "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
                "rope_scaling": {"rope_type": "linear", "factor": 8.0}"#,
         );
-        let (global, local) = cfg.rope_frequencies(Generation::Gemma3).unwrap();
+        let (global, local) = cfg.inv_freqs().unwrap();
         assert_eq!(global, vec![1.0 / 8.0]);
-        assert_eq!(local, vec![1.0]);
+        assert_eq!(local, Some(vec![1.0]));
+        // Gemma-2 has one unscaled RoPE.
+        let cfg = config(
+            "gemma2",
+            r#", "rope_scaling": {"rope_type": "linear", "factor": 8.0}"#,
+        );
+        assert_eq!(cfg.inv_freqs().unwrap(), (vec![1.0], None));
+    }
+
+    #[test]
+    fn gguf_scalar_follows_llama_cpp() {
+        let mut m: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+            r#"{"model_type": "gemma2", "num_hidden_layers": 46, "hidden_size": 4608,
+                "num_attention_heads": 32, "head_dim": 128}"#,
+        )
+        .unwrap();
+        complete_gguf_config(&mut m);
+        assert_eq!(m["query_pre_attn_scalar"], 144);
+        m.insert("num_hidden_layers".into(), 42.into());
+        complete_gguf_config(&mut m);
+        assert_eq!(m["query_pre_attn_scalar"], 128);
     }
 }

@@ -1,7 +1,7 @@
 //! GGUF checkpoints (llama.cpp's format): the architecture and dimensions come from the file's
-//! metadata plus what the architecture leaves out, and tensors are dequantized on demand under
-//! HF's names, undoing llama.cpp's conversions (Gemma norms stored as `1 + w`, Llama q/k rows
-//! permuted for its RoPE layout).
+//! metadata, put in HF's config keys and completed by the architecture's [`GgufFacts`], and
+//! tensors are dequantized on demand under HF's names, undoing llama.cpp's conversions (norms
+//! stored as `1 + w`, q/k rows permuted for its RoPE layout).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -13,7 +13,8 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use serde_json::{json, Map, Value};
 
-use super::config::{Architecture, ModelConfig};
+use super::config::TextConfig;
+use super::{GgufFacts, ARCHITECTURES};
 use crate::error::{Error, Result};
 use crate::gguf_header::GgufHeader;
 
@@ -22,7 +23,7 @@ pub struct GgufCheckpoint {
     path: PathBuf,
     content: Arc<Content>,
     file: Arc<Mutex<File>>,
-    architecture: Architecture,
+    facts: &'static GgufFacts,
     heads: usize,
     kv_heads: usize,
 }
@@ -39,117 +40,103 @@ fn meta_f64(md: &HashMap<String, GgufValue>, key: &str) -> Option<f64> {
     md.get(key)?.to_f32().ok().map(f64::from)
 }
 
+fn meta_str<'a>(md: &'a HashMap<String, GgufValue>, key: &str) -> Option<&'a str> {
+    md.get(key)?.to_string().ok().map(String::as_str)
+}
+
 impl GgufCheckpoint {
-    /// Opens `path` and derives an HF-style config from its metadata.
-    pub fn open(path: &Path) -> Result<(GgufCheckpoint, ModelConfig)> {
+    /// Opens `path` and derives the text config from its metadata, in HF's words.
+    pub fn open(path: &Path) -> Result<(GgufCheckpoint, TextConfig)> {
         let bad = |what: String| Error::new(format!("`{}` {what}", path.display()));
         GgufHeader::read_file(path).map_err(|e| bad(e.message().to_string()))?;
         let mut file = File::open(path).map_err(|e| bad(format!("cannot be opened: {e}")))?;
         let content =
             Content::read(&mut file).map_err(|e| bad(format!("is not a valid GGUF file: {e}")))?;
         let md = &content.metadata;
-        let arch_name = md
-            .get("general.architecture")
-            .and_then(|v| v.to_string().ok())
-            .cloned()
-            .unwrap_or_default();
-        let architecture = match arch_name.as_str() {
-            "gemma2" => Architecture::Gemma2,
-            "gemma3" => Architecture::Gemma3,
-            "llama" => Architecture::Llama,
-            "qwen2" => Architecture::Qwen2,
-            other => {
-                return Err(bad(format!("has unsupported GGUF architecture `{other}`"))
-                    .with_hint("supported GGUF architectures: gemma2, gemma3, llama, qwen2"))
-            }
-        };
-        let a = arch_name.as_str();
+        let a = meta_str(md, "general.architecture").unwrap_or_default();
+        let (arch, facts) = ARCHITECTURES
+            .iter()
+            .find_map(|arch| {
+                arch.gguf
+                    .as_ref()
+                    .filter(|g| g.arch == a)
+                    .map(|g| (*arch, g))
+            })
+            .ok_or_else(|| {
+                let known: Vec<&str> = ARCHITECTURES
+                    .iter()
+                    .filter_map(|arch| arch.gguf.as_ref().map(|g| g.arch))
+                    .collect();
+                bad(format!("has unsupported GGUF architecture `{a}`")).with_hint(format!(
+                    "supported GGUF architectures: {}",
+                    known.join(", ")
+                ))
+            })?;
         let need = |key: &str| {
             meta_u64(md, &format!("{a}.{key}"))
                 .ok_or_else(|| bad(format!("has no `{a}.{key}` metadata")))
         };
         let hidden = need("embedding_length")? as usize;
-        let layers = need("block_count")? as usize;
         let heads = need("attention.head_count")? as usize;
         let kv_heads =
             meta_u64(md, &format!("{a}.attention.head_count_kv")).unwrap_or(heads as u64) as usize;
-        let head_dim = meta_u64(md, &format!("{a}.attention.key_length"))
-            .map(|d| d as usize)
-            .unwrap_or(hidden / heads.max(1));
         let vocab = content
             .tensor_infos
             .get("token_embd.weight")
             .and_then(|t| t.shape.dims().first().copied())
             .ok_or_else(|| bad("has no `token_embd.weight`".to_string()))?;
         let mut cfg = Map::new();
-        let mut put = |k: &str, v: Value| {
-            cfg.insert(k.to_string(), v);
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                cfg.insert(k.to_string(), v);
+            }
         };
-        put("vocab_size", json!(vocab));
-        put("hidden_size", json!(hidden));
-        put("intermediate_size", json!(need("feed_forward_length")?));
-        put("num_hidden_layers", json!(layers));
-        put("num_attention_heads", json!(heads));
-        put("num_key_value_heads", json!(kv_heads));
-        put("head_dim", json!(head_dim));
-        if let Some(eps) = meta_f64(md, &format!("{a}.attention.layer_norm_rms_epsilon")) {
-            put("rms_norm_eps", json!(eps));
-        }
-        if let Some(theta) = meta_f64(md, &format!("{a}.rope.freq_base")) {
-            put("rope_theta", json!(theta));
-        }
-        if let Some(ctx) = meta_u64(md, &format!("{a}.context_length")) {
-            put("max_position_embeddings", json!(ctx));
-        }
-        if let Some(w) = meta_u64(md, &format!("{a}.attention.sliding_window")) {
-            put("sliding_window", json!(w));
-        }
-        let scaling_type = md
-            .get(&format!("{a}.rope.scaling.type"))
-            .and_then(|v| v.to_string().ok())
-            .cloned();
-        if let (Some(t), Some(f)) = (
-            scaling_type,
-            meta_f64(md, &format!("{a}.rope.scaling.factor")),
-        ) {
+        put("model_type", Some(json!(arch.model_types[0])));
+        put("vocab_size", Some(json!(vocab)));
+        put("hidden_size", Some(json!(hidden)));
+        put(
+            "intermediate_size",
+            Some(json!(need("feed_forward_length")?)),
+        );
+        put("num_hidden_layers", Some(json!(need("block_count")?)));
+        put("num_attention_heads", Some(json!(heads)));
+        put("num_key_value_heads", Some(json!(kv_heads)));
+        let head_dim = meta_u64(md, &format!("{a}.attention.key_length"))
+            .unwrap_or((hidden / heads.max(1)) as u64);
+        put("head_dim", Some(json!(head_dim)));
+        let f = |key: &str| meta_f64(md, &format!("{a}.{key}")).map(|x| json!(x));
+        let u = |key: &str| meta_u64(md, &format!("{a}.{key}")).map(|x| json!(x));
+        put("rms_norm_eps", f("attention.layer_norm_rms_epsilon"));
+        put("rope_theta", f("rope.freq_base"));
+        put("max_position_embeddings", u("context_length"));
+        put("sliding_window", u("attention.sliding_window"));
+        put("attn_logit_softcapping", f("attn_logit_softcapping"));
+        put("final_logit_softcapping", f("final_logit_softcapping"));
+        let scaling = meta_str(md, &format!("{a}.rope.scaling.type"));
+        if let (Some(t), Some(factor)) = (scaling, f("rope.scaling.factor")) {
             if t != "none" {
-                put("rope_scaling", json!({"rope_type": t, "factor": f}));
+                put(
+                    "rope_scaling",
+                    Some(json!({"rope_type": t, "factor": factor})),
+                );
             }
-        }
-        if matches!(architecture, Architecture::Gemma2 | Architecture::Gemma3) {
-            // Not in the file; llama.cpp hard-codes these: the 27B models scale attention by
-            // hidden / heads, the others by head_dim.
-            let big = (architecture == Architecture::Gemma2 && layers == 46)
-                || (architecture == Architecture::Gemma3 && layers == 62);
-            let scalar = if big { hidden / heads } else { head_dim };
-            put("query_pre_attn_scalar", json!(scalar));
-            if let Some(c) = meta_f64(md, &format!("{a}.attn_logit_softcapping")) {
-                put("attn_logit_softcapping", json!(c));
-            }
-        }
-        if architecture == Architecture::Qwen2 {
-            put("use_sliding_window", json!(false));
         }
         // llama.cpp leaves `output.weight` out when the head is tied to the embedding.
         let tied = !content.tensor_infos.contains_key("output.weight");
-        put("tie_word_embeddings", json!(tied));
-        if let Some(eos) = meta_u64(md, "tokenizer.ggml.eos_token_id") {
-            put("eos_token_id", json!(eos));
-        }
-        let mut raw = Map::new();
-        let model_type = match architecture {
-            Architecture::Gemma3 => "gemma3_text",
-            _ => a,
-        };
-        raw.insert("model_type".to_string(), json!(model_type));
-        raw.extend(cfg);
-        let config = super::config::parse_config(&Value::Object(raw).to_string())?;
+        put("tie_word_embeddings", Some(json!(tied)));
+        put(
+            "eos_token_id",
+            meta_u64(md, "tokenizer.ggml.eos_token_id").map(|x| json!(x)),
+        );
+        (facts.complete_config)(&mut cfg);
+        let config = TextConfig::resolve(arch, &cfg)
+            .map_err(|e| e.context(format!("`{}`", path.display())))?;
         Ok((
             GgufCheckpoint {
                 path: path.to_path_buf(),
                 content: Arc::new(content),
                 file: Arc::new(Mutex::new(file)),
-                architecture,
+                facts,
                 heads,
                 kv_heads,
             },
@@ -255,13 +242,6 @@ impl GgufCheckpoint {
         Ok(tok)
     }
 
-    fn gemma(&self) -> bool {
-        matches!(
-            self.architecture,
-            Architecture::Gemma2 | Architecture::Gemma3
-        )
-    }
-
     /// HF tensor name -> GGUF tensor name.
     fn gguf_name(&self, hf: &str) -> Option<String> {
         match hf {
@@ -284,8 +264,7 @@ impl GgufCheckpoint {
             "mlp.up_proj" => "ffn_up",
             "mlp.down_proj" => "ffn_down",
             "input_layernorm" => "attn_norm",
-            "post_attention_layernorm" if self.gemma() => "post_attention_norm",
-            "post_attention_layernorm" => "ffn_norm",
+            "post_attention_layernorm" => self.facts.post_attention_norm,
             "pre_feedforward_layernorm" => "ffn_norm",
             "post_feedforward_layernorm" => "post_ffw_norm",
             _ => return None,
@@ -334,10 +313,10 @@ impl GgufCheckpoint {
                 )));
             }
         }
-        if self.gemma() && name.ends_with("norm.weight") {
+        if self.facts.norms_plus_one && name.ends_with("norm.weight") {
             t = (t - 1.0)?;
         }
-        if self.architecture == Architecture::Llama {
+        if self.facts.permuted_qk {
             if name.ends_with("attn_q.weight") || name.ends_with("attn_q.bias") {
                 t = unpermute(&t, self.heads)?;
             } else if name.ends_with("attn_k.weight") || name.ends_with("attn_k.bias") {

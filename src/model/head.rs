@@ -33,16 +33,9 @@ impl LmHead {
     ) -> Result<Tensor> {
         let (b, t, h) = xs.dims3()?;
         let rows = match positions {
-            LogitPositions::Last => {
-                let idx: Vec<u32> = batch
-                    .lengths
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &len)| (i * t + len - 1) as u32)
-                    .collect();
-                let idx = Tensor::new(idx, xs.device())?;
-                xs.reshape((b * t, h))?.index_select(&idx, 0)?
-            }
+            LogitPositions::Last => xs
+                .reshape((b * t, h))?
+                .index_select(&batch.last_token_rows()?, 0)?,
             LogitPositions::All => xs.reshape((b * t, h))?,
         };
         let logits = self

@@ -85,19 +85,12 @@ impl HubRepo {
         &self.id
     }
 
-    /// The cached snapshot path of `file` at `main`, if present.
-    fn cached(&self, file: &str) -> Option<PathBuf> {
-        let folder = self
-            .cache_dir
-            .join(format!("models--{}", self.id.replace('/', "--")));
-        let commit = std::fs::read_to_string(folder.join("refs").join("main")).ok()?;
-        let path = folder.join("snapshots").join(commit.trim()).join(file);
-        path.exists().then_some(path)
-    }
-
     /// `file` from the cache, or downloaded into it; `None` when the repo does not have it.
     pub fn try_get(&self, file: &str) -> Result<Option<PathBuf>> {
-        if let Some(p) = self.cached(file) {
+        let cached = hf_hub::Cache::new(self.cache_dir.clone())
+            .model(self.id.clone())
+            .get(file);
+        if let Some(p) = cached {
             return Ok(Some(p));
         }
         match &self.api {

@@ -11,7 +11,11 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
-use serde_json::Value;
+use candle_nn::VarBuilder;
+use safetensors::tensor::Metadata;
+
+use super::embedding::TokenEmbedding;
+use super::gguf::GgufCheckpoint;
 
 use crate::error::{Error, Result};
 
@@ -38,20 +42,6 @@ impl Entry {
 pub struct SafetensorsFiles {
     files: Arc<Vec<(PathBuf, File)>>,
     entries: Arc<HashMap<String, Entry>>,
-}
-
-fn dtype_of(name: &str) -> Option<DType> {
-    Some(match name {
-        "F32" => DType::F32,
-        "F16" => DType::F16,
-        "BF16" => DType::BF16,
-        "F64" => DType::F64,
-        "I64" => DType::I64,
-        "I32" => DType::I32,
-        "U32" => DType::U32,
-        "U8" => DType::U8,
-        _ => return None,
-    })
 }
 
 impl SafetensorsFiles {
@@ -148,8 +138,8 @@ impl SafetensorsFiles {
     }
 }
 
-/// Parses and checks one file's header: every tensor must lie inside the file and have as
-/// many bytes as its shape and dtype say.
+/// Parses and checks one file's header with the safetensors crate (offsets contiguous, sizes
+/// matching shapes and dtypes), then checks that the data lies inside the file.
 fn read_header(file: &File, path: &Path, index: usize) -> Result<Vec<(String, Entry)>> {
     let bad = |what: String| {
         Error::new(format!(
@@ -170,54 +160,34 @@ fn read_header(file: &File, path: &Path, index: usize) -> Result<Vec<(String, En
     let mut header = vec![0u8; n as usize];
     file.read_exact_at(&mut header, 8)
         .map_err(|e| bad(e.to_string()))?;
-    let header: Value =
-        serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
-    let Value::Object(map) = header else {
-        return Err(bad("header is not a JSON object".to_string()));
-    };
+    let meta: Metadata = serde_json::from_slice(&header).map_err(|e| bad(format!("{e}")))?;
     let data_start = 8 + n;
-    let mut out = Vec::new();
-    for (name, v) in map {
-        if name == "__metadata__" {
-            continue;
-        }
-        let dtype_name = v.get("dtype").and_then(Value::as_str).unwrap_or("");
-        let dtype = dtype_of(dtype_name).ok_or_else(|| {
-            bad(format!(
-                "tensor `{name}` has unsupported dtype `{dtype_name}`"
-            ))
-        })?;
-        let shape: Vec<usize> = v
-            .get("shape")
-            .and_then(|s| serde_json::from_value(s.clone()).ok())
-            .ok_or_else(|| bad(format!("tensor `{name}` has no valid shape")))?;
-        let offsets: [u64; 2] = v
-            .get("data_offsets")
-            .and_then(|s| serde_json::from_value(s.clone()).ok())
-            .ok_or_else(|| bad(format!("tensor `{name}` has no valid data_offsets")))?;
-        let numel = shape
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .ok_or_else(|| bad(format!("tensor `{name}` shape overflows")))?;
-        let want = (numel as u64).checked_mul(dtype.size_in_bytes() as u64);
-        let [start, end] = offsets;
-        if end < start || Some(end - start) != want || data_start + end > len {
-            return Err(bad(format!(
-                "tensor `{name}` data ({start}..{end}) does not match its shape or lies past the end"
-            ))
-            .with_hint("the file may be truncated or still downloading"));
-        }
-        out.push((
-            name,
-            Entry {
+    if data_start + meta.data_len() as u64 > len {
+        return Err(bad(format!(
+            "its tensors need {} bytes of data, the file has {}",
+            meta.data_len(),
+            len - data_start
+        ))
+        .with_hint("the file may be truncated or still downloading"));
+    }
+    meta.tensors()
+        .into_iter()
+        .map(|(name, info)| {
+            let dtype = DType::try_from(info.dtype).map_err(|_| {
+                bad(format!(
+                    "tensor `{name}` has unsupported dtype `{:?}`",
+                    info.dtype
+                ))
+            })?;
+            let entry = Entry {
                 file: index,
                 dtype,
-                shape,
-                offset: data_start + start,
-            },
-        ));
-    }
-    Ok(out)
+                shape: info.shape.clone(),
+                offset: data_start + info.data_offsets.0 as u64,
+            };
+            Ok((name, entry))
+        })
+        .collect()
 }
 
 impl SimpleBackend for SafetensorsFiles {
@@ -242,5 +212,54 @@ impl SimpleBackend for SafetensorsFiles {
 
     fn contains_tensor(&self, name: &str) -> bool {
         self.entries.contains_key(name)
+    }
+}
+
+/// A checkpoint's tensors as blocks load them, plus row-wise reads of the embedding where the
+/// format allows them (safetensors).
+pub struct WeightSource {
+    root: VarBuilder<'static>,
+    rows: Option<SafetensorsFiles>,
+}
+
+impl WeightSource {
+    pub fn safetensors(files: SafetensorsFiles, dtype: DType, device: &Device) -> Self {
+        let root = VarBuilder::from_backend(Box::new(files.clone()), dtype, device.clone());
+        Self {
+            root,
+            rows: Some(files),
+        }
+    }
+
+    pub fn gguf(ckpt: GgufCheckpoint, dtype: DType, device: &Device) -> Self {
+        let root = VarBuilder::from_backend(Box::new(ckpt), dtype, device.clone());
+        Self { root, rows: None }
+    }
+
+    /// Tensors already in memory, by checkpoint name.
+    pub fn tensors(tensors: HashMap<String, Tensor>, dtype: DType, device: &Device) -> Self {
+        let root = VarBuilder::from_tensors(tensors, dtype, device);
+        Self { root, rows: None }
+    }
+
+    /// Every tensor, under its checkpoint name, in the model dtype on the model device.
+    pub fn root(&self) -> &VarBuilder<'static> {
+        &self.root
+    }
+
+    /// The `[vocab, hidden]` embedding `name`: whole, or read row by row as batches need it
+    /// when the format allows and `whole` is not asked for.
+    pub fn embedding(
+        &self,
+        name: &str,
+        shape: (usize, usize),
+        whole: bool,
+    ) -> Result<TokenEmbedding> {
+        match (&self.rows, whole) {
+            (Some(files), false) => {
+                TokenEmbedding::rows(files, name, shape, self.root.dtype(), self.root.device())
+            }
+            _ => Ok(TokenEmbedding::Full(self.root.get(shape, name)?)),
+        }
     }
 }

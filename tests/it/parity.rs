@@ -1,12 +1,10 @@
 //! Parity with the reference: HF transformers (eager attention) residual streams and
 //! steering-vectors 0.12.2 trained vectors, recorded by `tests/fixtures/make_fixtures.py`.
 
-mod common;
-
 use std::collections::BTreeMap;
 
+use crate::common::{cosine, load, rel_l2, tiny_model_dir, Golden};
 use candle_core::{DType, Tensor};
-use common::{cosine, load, rel_l2, tiny_model_dir, Golden};
 use train_vector::data::ContrastPair;
 use train_vector::layers::LayerSpec;
 use train_vector::model::{DecoderModel, LayerHook, TokenBatch};
@@ -28,7 +26,6 @@ impl LayerHook for RecordAll {
         &mut self,
         layer: usize,
         residual: &Tensor,
-        _: &TokenBatch,
     ) -> train_vector::Result<Option<Tensor>> {
         self.0.insert(layer, residual.clone());
         Ok(None)
@@ -69,9 +66,11 @@ fn train_golden_batched(
         max_pairs_per_batch: max_pairs,
         max_batch_tokens: max_tokens,
         progress: false,
-        pad_id: m.pad_id,
     };
-    train(m.model.as_ref(), &tokens, &opts).unwrap().0
+    train(m.model.as_ref(), &tokens, &opts)
+        .unwrap()
+        .0
+        .layer_activations
 }
 
 #[test]
@@ -148,7 +147,7 @@ fn sharded_checkpoint_loads_the_same_weights() {
     let g = Golden::load();
     let single = load(&tiny_model_dir(), DType::F32, None);
     let sharded = load(
-        &common::fixtures().join("tiny-gemma2-sharded"),
+        &crate::common::fixtures().join("tiny-gemma2-sharded"),
         DType::F32,
         None,
     );
@@ -227,9 +226,11 @@ fn loading_fewer_blocks_gives_the_same_vector() {
         max_pairs_per_batch: Some(3),
         max_batch_tokens: 4096,
         progress: false,
-        pad_id: m.pad_id,
     };
-    let (got, _) = train(m.model.as_ref(), &tokens, &opts).unwrap();
+    let got = train(m.model.as_ref(), &tokens, &opts)
+        .unwrap()
+        .0
+        .layer_activations;
     let full = train_golden_pairs(DType::F32, &[0, 1, 2, 3], 3);
     let err = rel_l2(&got[&1], &full[&1]);
     assert!(err <= BATCH_TOL, "{err:e}");
@@ -252,7 +253,7 @@ fn bf16_stays_close_to_the_f32_reference() {
 fn assert_architecture_parity(model_dir: &str, golden: &str) {
     let shared = Golden::load();
     let g = Golden::named(golden);
-    let m = load(&common::fixtures().join(model_dir), DType::F32, None);
+    let m = load(&crate::common::fixtures().join(model_dir), DType::F32, None);
     let prompts = shared.strings("prompts");
     let ids = g.ids("prompt_ids");
     let mut worst: f64 = 0.0;
@@ -282,9 +283,11 @@ fn assert_architecture_parity(model_dir: &str, golden: &str) {
         max_pairs_per_batch: None,
         max_batch_tokens: 4096,
         progress: false,
-        pad_id: m.pad_id,
     };
-    let (got, _) = train(m.model.as_ref(), &tokens, &opts).unwrap();
+    let got = train(m.model.as_ref(), &tokens, &opts)
+        .unwrap()
+        .0
+        .layer_activations;
     assert_matches_reference(&got, &g, "all");
 }
 

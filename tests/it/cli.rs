@@ -1,27 +1,10 @@
 //! The binary end to end on the fixture model: files, names, keys, and every bad input of the
 //! contract answered with one error line, a non-zero exit and nothing written.
 
-mod common;
-
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use common::{cosine, fixtures, rel_l2, tiny_model_dir, Golden};
+use crate::common::{bin, cosine, fixtures, rel_l2, run, stderr, tiny_model_dir, Golden};
 use train_vector::vector::SteeringVector;
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_train-vector"));
-    c.env_remove("HF_HUB_OFFLINE").env("NO_COLOR", "1");
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn today() -> String {
     chrono::Local::now().format("%Y%m%d").to_string()
@@ -153,7 +136,7 @@ fn trains_the_fixture_and_writes_three_files() {
         [0, 1, 2, 3]
     );
     assert!(st.layer_activations.values().all(|v| v.len() == 64));
-    assert_eq!(st.metadata["contrast_type"], "tom");
+    assert_eq!(st.provenance.contrast_type.as_deref(), Some("tom"));
 
     // the raw safetensors: F32 [64] tensors named layer_k
     let bytes = std::fs::read(out.join(&want[2])).unwrap();
@@ -668,7 +651,7 @@ fn a_50_mb_data_file_is_refused_before_reading() {
     std::fs::write(dir.join("theory_of_mind.json"), &text).unwrap();
     let err = assert_fails(
         &["--data-dir", dir.to_str().unwrap()],
-        "theory_of_mind.json` is 47.7 MiB, over the 32.0 MiB limit",
+        "theory_of_mind.json` is 47.68 MiB, over the 32.00 MiB limit",
     );
     assert!(err.contains("hint: check that `--data-dir`"), "{err}");
 }

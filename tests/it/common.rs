@@ -1,13 +1,32 @@
-//! Helpers shared by the integration tests: the committed fixtures and error measures.
-
-#![allow(dead_code)]
+//! Helpers shared by the integration tests: the binary as a user runs it, the committed
+//! fixtures, and error measures.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use candle_core::{DType, Device, Tensor};
-use train_vector::model::load::{inspect, locate};
-use train_vector::model::{load_model, LoadOptions, LoadedModel};
+use train_vector::model::{load_model, LoadOptions, LoadedModel, ModelSpec};
+
+/// The binary, with the environment every test runs it in: no colour, and `HF_HUB_OFFLINE`
+/// unset so a test that wants it sets it itself.
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_train-vector"));
+    c.env_remove("HF_HUB_OFFLINE").env("NO_COLOR", "1");
+    c
+}
+
+pub fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
 
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -18,16 +37,10 @@ pub fn tiny_model_dir() -> PathBuf {
 }
 
 pub fn load(dir: &Path, dtype: DType, num_blocks: Option<usize>) -> LoadedModel {
-    let spec = inspect(locate(dir.to_str().unwrap(), None).unwrap()).unwrap();
+    let spec = ModelSpec::open(dir.to_str().unwrap(), None).unwrap();
     load_model(
         spec,
-        &LoadOptions {
-            device: Device::Cpu,
-            dtype,
-            num_blocks,
-            full_embedding: false,
-            with_head: false,
-        },
+        &LoadOptions::for_training(Device::Cpu, dtype, num_blocks),
     )
     .unwrap()
 }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Device};
 use train_vector::data::{load_pairs, ContrastType, DataSource};
 use train_vector::evaluate::behaviour;
-use train_vector::model::load::{inspect, locate};
+use train_vector::model::ModelSpec;
 use train_vector::model::{load_model, LoadOptions, LoadedModel};
 use train_vector::train::{
     pair_activations, projection_accuracy, tokenize_pairs, train, TokenPair, TrainOptions,
@@ -54,7 +54,7 @@ fn assert_matches_hf(model_dir: &str, golden: &str) {
     let want =
         candle_core::safetensors::load(gdir.join(format!("{golden}.safetensors")), &Device::Cpu)
             .unwrap();
-    let spec = inspect(locate(dir.to_str().unwrap(), None).unwrap()).unwrap();
+    let spec = ModelSpec::open(dir.to_str().unwrap(), None).unwrap();
     let m = load_model(
         spec,
         &LoadOptions::for_training(Device::Cpu, DType::F32, None),
@@ -75,11 +75,10 @@ fn assert_matches_hf(model_dir: &str, golden: &str) {
         max_pairs_per_batch: None,
         max_batch_tokens: 4096,
         progress: false,
-        pad_id: m.pad_id,
     };
     let (got, _) = train(m.model.as_ref(), &tokens, &opts).unwrap();
     let mut worst = f64::MAX;
-    for (k, v) in &got {
+    for (k, v) in &got.layer_activations {
         let w: Vec<f32> = want[&format!("vector_all.layer{k}")].to_vec1().unwrap();
         let dot: f64 = v
             .iter()
@@ -134,8 +133,8 @@ fn held_out(contrast: ContrastType, with_head: bool) -> Option<HeldOut> {
         return None;
     };
     let layers = vec![6, 9, 12];
-    let spec = inspect(locate(dir.to_str().unwrap(), None).unwrap()).unwrap();
-    assert_eq!(spec.num_layers, 18);
+    let spec = ModelSpec::open(dir.to_str().unwrap(), None).unwrap();
+    assert_eq!(spec.num_layers(), 18);
     let m = load_model(
         spec,
         &if with_head {
@@ -161,15 +160,19 @@ fn held_out(contrast: ContrastType, with_head: bool) -> Option<HeldOut> {
         max_pairs_per_batch: None,
         max_batch_tokens: 4096,
         progress: false,
-        pad_id: m.pad_id,
     };
     let train_tokens = tokenize_pairs(&m.tokenizer, &trained, m.model.as_ref()).unwrap();
-    let (vectors, _) = train(m.model.as_ref(), &train_tokens, &opts).unwrap();
+    let (vector, _) = train(m.model.as_ref(), &train_tokens, &opts).unwrap();
     let held_tokens = tokenize_pairs(&m.tokenizer, &held, m.model.as_ref()).unwrap();
     let acts = pair_activations(m.model.as_ref(), &held_tokens, &opts).unwrap();
     let out: Vec<(usize, f64)> = layers
         .iter()
-        .map(|l| (*l, projection_accuracy(&acts[l], &vectors[l])))
+        .map(|l| {
+            (
+                *l,
+                projection_accuracy(&acts[l], &vector.layer_activations[l]),
+            )
+        })
         .collect();
     for (l, acc) in &out {
         eprintln!(
@@ -180,7 +183,7 @@ fn held_out(contrast: ContrastType, with_head: bool) -> Option<HeldOut> {
     }
     Some(HeldOut {
         accuracy: out,
-        vector: SteeringVector::new(vectors),
+        vector,
         held: held_tokens,
         model: m,
     })

@@ -1,16 +1,14 @@
 //! Steering through the shared hook point, against steering-vectors' `apply` on HF
 //! transformers (recorded by the fixture script), and the identities a steering hook must keep.
 
-mod common;
-
 use std::collections::BTreeMap;
 
+use crate::common::{rel_l2, tiny_model_dir, Golden};
 use candle_core::{DType, Device};
-use common::{rel_l2, tiny_model_dir, Golden};
 use train_vector::generate::{generate, GenerateOptions};
-use train_vector::model::load::{inspect, locate};
 use train_vector::model::{
-    load_model, KvCache, LoadOptions, LoadedModel, LogitPositions, TokenBatch,
+    load_model, KvCache, LayerHook, LoadOptions, LoadedModel, LogitPositions, ModelSpec, NoHook,
+    TokenBatch,
 };
 use train_vector::steer::Steering;
 use train_vector::vector::SteeringVector;
@@ -19,7 +17,7 @@ const LOGIT_TOL: f64 = 1e-4;
 
 fn model_with_head() -> LoadedModel {
     let dir = tiny_model_dir();
-    let spec = inspect(locate(dir.to_str().unwrap(), None).unwrap()).unwrap();
+    let spec = ModelSpec::open(dir.to_str().unwrap(), None).unwrap();
     load_model(spec, &LoadOptions::for_logits(Device::Cpu, DType::F32)).unwrap()
 }
 
@@ -31,7 +29,7 @@ fn reference_vector(g: &Golden) -> SteeringVector {
     SteeringVector::new(layers)
 }
 
-fn last_logits(m: &LoadedModel, ids: &[u32], steering: &mut Steering) -> Vec<f32> {
+fn last_logits(m: &LoadedModel, ids: &[u32], steering: &mut dyn LayerHook) -> Vec<f32> {
     let batch = TokenBatch::new(&[ids], 0, &Device::Cpu).unwrap();
     m.model
         .forward_logits(&batch, None, steering, LogitPositions::Last)
@@ -54,7 +52,7 @@ fn steer_setup() -> (Golden, Vec<u32>, f64) {
 fn steered_and_unsteered_logits_match_steering_vectors() {
     let (g, ids, mult) = steer_setup();
     let m = model_with_head();
-    let plain = last_logits(&m, &ids, &mut Steering::none());
+    let plain = last_logits(&m, &ids, &mut NoHook);
     let err = rel_l2(&plain, &g.vec1("logits_unsteered"));
     assert!(err <= LOGIT_TOL, "unsteered: {err:e}");
     let v = reference_vector(&g);
@@ -73,7 +71,7 @@ fn steered_and_unsteered_logits_match_steering_vectors() {
 fn zero_multiplier_and_v_minus_v_are_no_steering() {
     let (g, ids, _) = steer_setup();
     let m = model_with_head();
-    let plain = last_logits(&m, &ids, &mut Steering::none());
+    let plain = last_logits(&m, &ids, &mut NoHook);
     let v = reference_vector(&g);
     let zero = last_logits(
         &m,
@@ -81,7 +79,7 @@ fn zero_multiplier_and_v_minus_v_are_no_steering() {
         &mut Steering::new(&v, 0.0, None, &Device::Cpu).unwrap(),
     );
     assert_eq!(zero, plain);
-    let cancelled = v.add(&v.scaled(-1.0)).unwrap();
+    let cancelled = v.checked_add(&(&v * -1.0)).unwrap();
     let none = last_logits(
         &m,
         &ids,

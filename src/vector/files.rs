@@ -1,6 +1,7 @@
-//! A steering vector (layer -> direction) and its three files: `.safetensors` (tensors and
-//! provenance), `.json` (the Python script's metadata sidecar) and `.pkl` (a bincode stand-in
-//! for the pickled `steering_vectors.SteeringVector`).
+//! The files of a steering vector: `.safetensors` (one F32 tensor `layer_{k}` per layer,
+//! provenance in `__metadata__`), `.json` (the Python script's metadata sidecar), `.pkl` (a
+//! bincode stand-in for the pickled `steering_vectors.SteeringVector`), and llama.cpp control
+//! vectors (`.gguf`, read here, written by [`crate::export`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -8,27 +9,18 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
+use super::{Provenance, SteeringVector, DECODER_BLOCK};
 use crate::error::{Error, Result};
 use crate::file_set::{write_all_or_nothing, Entry};
 use crate::gguf_header::GgufHeader;
 
-/// steering-vectors' layer type for the residual stream leaving a decoder block.
-pub const DECODER_BLOCK: &str = "decoder_block";
-
+/// The metadata key of the layer type, beside the provenance.
+const LAYER_TYPE: &str = "layer_type";
 /// What identifies a `.pkl` written by this tool.
 const PKL_FORMAT: &str = "train-vector/SteeringVector";
 const PKL_VERSION: u32 = 1;
 /// Upper bound on what a `.pkl` may make the decoder allocate.
 const PKL_LIMIT: usize = 1 << 30;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SteeringVector {
-    /// Absolute 0-based block index -> direction, all of one length.
-    pub layer_activations: BTreeMap<usize, Vec<f32>>,
-    pub layer_type: String,
-    /// Provenance: contrast type, model, dates; kept in every file format.
-    pub metadata: BTreeMap<String, String>,
-}
 
 #[derive(Serialize)]
 struct PklVector {
@@ -52,75 +44,6 @@ struct PklVectorRef<'a> {
 }
 
 impl SteeringVector {
-    pub fn new(layer_activations: BTreeMap<usize, Vec<f32>>) -> Self {
-        Self {
-            layer_activations,
-            layer_type: DECODER_BLOCK.to_string(),
-            metadata: BTreeMap::new(),
-        }
-    }
-
-    /// `m * self`, keeping the layer type and metadata.
-    pub fn scaled(&self, m: f32) -> SteeringVector {
-        let mut out = self.clone();
-        for v in out.layer_activations.values_mut() {
-            v.iter_mut().for_each(|x| *x *= m);
-        }
-        out
-    }
-
-    /// `-self`.
-    pub fn negated(&self) -> SteeringVector {
-        self.scaled(-1.0)
-    }
-
-    /// `self + other` on the layers both have; other layers keep their own direction.
-    pub fn add(&self, other: &SteeringVector) -> Result<SteeringVector> {
-        if let (Some(a), Some(b)) = (self.hidden_size(), other.hidden_size()) {
-            if a != b {
-                return Err(Error::new(format!(
-                    "cannot add vectors of hidden sizes {a} and {b}"
-                )));
-            }
-        }
-        let mut out = self.clone();
-        for (l, v) in &other.layer_activations {
-            match out.layer_activations.get_mut(l) {
-                Some(mine) => mine.iter_mut().zip(v).for_each(|(x, y)| *x += y),
-                None => {
-                    out.layer_activations.insert(*l, v.clone());
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    pub fn hidden_size(&self) -> Option<usize> {
-        self.layer_activations.values().next().map(Vec::len)
-    }
-
-    fn check(self, origin: &str) -> Result<Self> {
-        let bad = |what: String| Err(Error::new(format!("`{origin}` {what}")));
-        let Some(h) = self.hidden_size() else {
-            return bad("holds no layers".to_string());
-        };
-        if h == 0 {
-            return bad("holds empty vectors".to_string());
-        }
-        for (l, v) in &self.layer_activations {
-            if v.len() != h {
-                return bad(format!(
-                    "has layer {l} of length {}, others of {h}",
-                    v.len()
-                ));
-            }
-            if v.iter().any(|x| !x.is_finite()) {
-                return bad(format!("has non-finite values at layer {l}"));
-            }
-        }
-        Ok(self)
-    }
-
     /// One F32 tensor `layer_{k}` per layer, provenance in `__metadata__`.
     pub fn to_safetensors(&self) -> Result<Vec<u8>> {
         let bytes: Vec<(String, Vec<u8>)> = self
@@ -139,8 +62,8 @@ impl SteeringVector {
                 Ok((name.clone(), view))
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut meta: HashMap<String, String> = self.metadata.clone().into_iter().collect();
-        meta.insert("layer_type".to_string(), self.layer_type.clone());
+        let mut meta: HashMap<String, String> = self.provenance.to_strings().into_iter().collect();
+        meta.insert(LAYER_TYPE.to_string(), self.layer_type.clone());
         safetensors::tensor::serialize(views, Some(meta))
             .map_err(|e| Error::new(format!("cannot serialize vector: {e}")))
     }
@@ -157,7 +80,7 @@ impl SteeringVector {
             .into_iter()
             .collect();
         let layer_type = metadata
-            .remove("layer_type")
+            .remove(LAYER_TYPE)
             .unwrap_or_else(|| DECODER_BLOCK.to_string());
         let mut layers = BTreeMap::new();
         for (name, view) in st.tensors() {
@@ -186,7 +109,7 @@ impl SteeringVector {
         SteeringVector {
             layer_activations: layers,
             layer_type,
-            metadata,
+            provenance: Provenance::from_strings(&metadata),
         }
         .check(origin)
     }
@@ -201,7 +124,7 @@ impl SteeringVector {
                 .iter()
                 .map(|(l, v)| (*l as u32, v.clone()))
                 .collect(),
-            metadata: self.metadata.clone().into_iter().collect(),
+            metadata: self.provenance.to_strings().into_iter().collect(),
         };
         bincode::serde::encode_to_vec(&v, bincode::config::standard())
             .map_err(|e| Error::new(format!("cannot encode vector: {e}")))
@@ -232,11 +155,12 @@ impl SteeringVector {
                 .map(|(l, v)| (l as usize, v))
                 .collect(),
             layer_type: v.layer_type.to_string(),
-            metadata: v
-                .metadata
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            provenance: Provenance::from_strings(
+                &v.metadata
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
         }
         .check(origin)
     }
@@ -253,19 +177,17 @@ impl SteeringVector {
                 arch.unwrap_or("none")
             )));
         }
-        let mut metadata = BTreeMap::new();
-        if let Some(hint) = header
-            .get("controlvector.model_hint")
-            .and_then(|v| v.as_str())
-        {
-            metadata.insert("model_type".to_string(), hint.to_string());
-        }
-        if let Some(n) = header
-            .get("controlvector.layer_count")
-            .and_then(|v| v.as_u64())
-        {
-            metadata.insert("num_layers".to_string(), n.to_string());
-        }
+        let provenance = Provenance {
+            model_type: header
+                .get("controlvector.model_hint")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+            num_layers: header
+                .get("controlvector.layer_count")
+                .and_then(|v| v.as_u64())
+                .map(|n| n as usize),
+            ..Provenance::default()
+        };
         let mut layers = BTreeMap::new();
         for t in &header.tensors {
             let layer = t
@@ -294,36 +216,9 @@ impl SteeringVector {
         SteeringVector {
             layer_activations: layers,
             layer_type: DECODER_BLOCK.to_string(),
-            metadata,
+            provenance,
         }
         .check(origin)
-    }
-
-    /// Reads a `.safetensors`, `.pkl` or `.gguf` (llama.cpp control vector) file, chosen by
-    /// extension.
-    pub fn load(path: &Path) -> Result<Self> {
-        let origin = path.display().to_string();
-        // A steering vector is layers x hidden floats: megabytes. Refuse to read anything huge.
-        const MAX_VECTOR_FILE: u64 = 1 << 30;
-        let len = std::fs::metadata(path)
-            .map_err(|e| Error::new(format!("cannot read vector `{origin}`: {e}")))?
-            .len();
-        if len > MAX_VECTOR_FILE {
-            return Err(Error::new(format!(
-                "vector `{origin}` is {len} bytes, too large to be a steering vector"
-            )));
-        }
-        let bytes = std::fs::read(path)
-            .map_err(|e| Error::new(format!("cannot read vector `{origin}`: {e}")))?;
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("safetensors") => Self::from_safetensors(&bytes, &origin),
-            Some("pkl") => Self::from_pkl(&bytes, &origin),
-            Some("gguf") => Self::from_gguf(&bytes, &origin),
-            _ => Err(
-                Error::new(format!("cannot tell the format of vector `{origin}`"))
-                    .with_hint("vector files end in `.safetensors`, `.pkl` or `.gguf`"),
-            ),
-        }
     }
 }
 
@@ -354,8 +249,9 @@ impl VectorFiles {
 
     /// Writes the three files so that they appear together or not at all, even if the process
     /// is killed (see [`crate::file_set`]).
-    pub fn write(&self, vector: &SteeringVector, json: &serde_json::Value) -> Result<()> {
-        let mut json_bytes = serde_json::to_vec_pretty(json)
+    pub fn write(&self, vector: &SteeringVector) -> Result<()> {
+        let json = vector.provenance.to_json(&vector.layer_type);
+        let mut json_bytes = serde_json::to_vec_pretty(&json)
             .map_err(|e| Error::new(format!("cannot encode metadata: {e}")))?;
         json_bytes.push(b'\n');
         let contents = [vector.to_safetensors()?, json_bytes, vector.to_pkl()?];
@@ -378,7 +274,8 @@ mod tests {
             (0, vec![1.0, -2.5, 3.25]),
             (7, vec![0.0, 1e-8, -1e8]),
         ]));
-        v.metadata.insert("model".into(), "m".into());
+        v.provenance.model = Some("m".into());
+        v.provenance.num_layers = Some(8);
         v
     }
 
@@ -414,8 +311,8 @@ mod tests {
         let back = SteeringVector::from_gguf(&bytes, "x").unwrap();
         assert_eq!(back.layer_activations.len(), 1);
         assert_eq!(back.layer_activations[&7], v.layer_activations[&7]);
-        assert_eq!(back.metadata["model_type"], "gemma2");
-        assert_eq!(back.metadata["num_layers"], "8");
+        assert_eq!(back.provenance.model_type.as_deref(), Some("gemma2"));
+        assert_eq!(back.provenance.num_layers, Some(8));
         // The last 20 bytes are alignment padding after the 12 bytes of data.
         for cut in [0, 4, 24, bytes.len() / 2, bytes.len() - 21] {
             assert!(

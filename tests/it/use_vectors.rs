@@ -1,29 +1,12 @@
 //! The commands that use a trained vector: `generate`, `inspect` and `export`, end to end on
 //! the fixture model.
 
-mod common;
-
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use crate::common::{run, stderr, stdout, tiny_model_dir, Golden};
 use candle_core::quantized::gguf_file;
-use common::{tiny_model_dir, Golden};
 use train_vector::vector::SteeringVector;
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_train-vector"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// The reference vector (steering-vectors on the fixture pairs), saved as a train-vector file.
 fn reference_vector_file(dir: &Path) -> PathBuf {
@@ -33,10 +16,9 @@ fn reference_vector_file(dir: &Path) -> PathBuf {
             .map(|k| (k, g.vec1(&format!("vector_all.layer{k}"))))
             .collect(),
     );
-    v.metadata
-        .insert("model".into(), tiny_model_dir().display().to_string());
-    v.metadata.insert("model_type".into(), "gemma2".into());
-    v.metadata.insert("num_layers".into(), "4".into());
+    v.provenance.model = Some(tiny_model_dir().display().to_string());
+    v.provenance.model_type = Some("gemma2".into());
+    v.provenance.num_layers = Some(4);
     let path = dir.join("v.safetensors");
     std::fs::write(&path, v.to_safetensors().unwrap()).unwrap();
     path

@@ -2,18 +2,14 @@
 //! (SIGINT) or out of disk space leaves each vector's three files complete or absent, and no
 //! temporary files.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::tiny_model_dir;
+use crate::common::{bin, tiny_model_dir};
 use train_vector::vector::SteeringVector;
-
-const BIN: &str = env!("CARGO_BIN_EXE_train-vector");
 
 fn train_args(out: &Path, samples: &str) -> Vec<String> {
     [
@@ -95,7 +91,7 @@ fn assert_all_or_nothing(out: &Path, reference: &SteeringVector, what: &str) -> 
     // All three come from the same run.
     assert_eq!(
         json["date_trained"],
-        st.metadata["date_trained"].as_str(),
+        st.provenance.date_trained.as_deref().unwrap(),
         "{what}"
     );
     Outcome::Complete
@@ -106,10 +102,7 @@ fn reference(samples: &str) -> (SteeringVector, Duration) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let started = Instant::now();
-    let o = Command::new(BIN)
-        .args(train_args(&out, samples))
-        .output()
-        .unwrap();
+    let o = bin().args(train_args(&out, samples)).output().unwrap();
     let took = started.elapsed();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let st = names_in(&out)
@@ -155,7 +148,7 @@ fn sigkill_at_random_moments_leaves_the_whole_set_or_nothing() {
     for i in 0..24 {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("out");
-        let mut child = Command::new(BIN)
+        let mut child = bin()
             .args(train_args(&out, "40"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -192,30 +185,44 @@ fn strace_works() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// How many times the run makes system call `call`.
-fn count_calls(call: &str, args: &[String]) -> usize {
-    let tmp = tempfile::tempdir().unwrap();
-    let trace = tmp.path().join("trace");
-    let o = Command::new("strace")
-        .arg("-o")
-        .arg(&trace)
-        .args(["-e", &format!("trace={call}")])
-        .arg(BIN)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    std::fs::read_to_string(&trace)
-        .unwrap()
-        .lines()
-        .filter(|l| l.starts_with(call))
-        .count()
+/// The binary under strace, with the environment of [`bin`]: `trace` selects the system calls
+/// (and `-P` paths) that `inject` counts and acts on.
+fn strace(trace: &[&str], inject: &str, args: &[String]) -> Output {
+    let probe = bin();
+    let mut c = Command::new("strace");
+    c.args(["-o", "/dev/null"]).args(trace).args(["-e", inject]);
+    for (k, v) in probe.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.arg(probe.get_program()).args(args).output().unwrap()
 }
 
-/// Kills the run at each of the last system calls it makes of every kind involved in saving:
-/// opening, writing and syncing the files, and starting and awaiting the step that names them.
-/// Each stop, before or after any of them, leaves the whole set or nothing; with `--overwrite`
-/// over an earlier run's files, the earlier set or the new one, never a mix.
+/// The calls of each kind only saving makes, and how to select them: the files' contents are
+/// written with positional writes (nothing else in a run uses them) and synced once each;
+/// unnamed files are opened in `anchor`; the naming step is started and awaited with one
+/// pipe, one fork and one wait.
+fn saving_calls(anchor: &Path) -> Vec<(&'static str, Vec<String>)> {
+    let only = |call: &str| vec!["-e".to_string(), format!("trace={call}")];
+    let mut openat = only("openat");
+    openat.extend(["-P".to_string(), anchor.display().to_string()]);
+    vec![
+        ("openat", openat),
+        ("pwrite64", only("pwrite64")),
+        ("fsync", only("fsync")),
+        ("pipe2", only("pipe2")),
+        ("clone", only("clone")),
+        ("wait4", only("wait4")),
+    ]
+}
+
+/// Kills the run at every system call of saving in turn: the k-th call of each kind for
+/// k = 1, 2, ... until a run makes fewer than k and finishes. Each stop, before or after any of
+/// them, leaves the whole set or nothing; with `--overwrite` over an earlier run's files, the
+/// earlier set or the new one, never a mix. Which calls are reached depends only on the code,
+/// not on the log or the machine's load.
 #[test]
 fn sigkill_at_every_system_call_of_saving() {
     if !strace_works() {
@@ -229,48 +236,57 @@ fn sigkill_at_every_system_call_of_saving() {
         let out = tmp.path().join("out");
         let mut args = train_args(&out, "10");
         if overwrite {
-            let o = Command::new(BIN).args(&args).output().unwrap();
+            let o = bin().args(&args).output().unwrap();
             assert!(o.status.success());
             args.push("--overwrite".into());
         }
+        // Unnamed files are made in the output directory, or above it while it is missing.
+        let anchor = if overwrite {
+            out.clone()
+        } else {
+            tmp.path().to_path_buf()
+        };
         // Without `--overwrite`, every run starts from an empty directory.
         let reset = || {
             if !overwrite {
                 let _ = std::fs::remove_dir_all(&out);
             }
         };
-        for (call, last) in [
-            ("openat", 6),
-            ("write", 30),
-            ("fsync", 3),
-            ("pipe2", 1),
-            ("clone", 1),
-            ("wait4", 1),
-        ] {
-            reset();
-            let n = count_calls(call, &args);
-            for k in n.saturating_sub(last - 1).max(1)..=n {
+        for (call, trace) in saving_calls(&anchor) {
+            let trace: Vec<&str> = trace.iter().map(String::as_str).collect();
+            let mut killed = 0;
+            for k in 1.. {
+                assert!(
+                    k <= 32,
+                    "overwrite={overwrite}: more than 32 `{call}` calls"
+                );
                 reset();
-                let o = Command::new("strace")
-                    .args(["-o", "/dev/null", "-e", &format!("trace={call}")])
-                    .args(["-e", &format!("inject={call}:signal=KILL:when={k}")])
-                    .arg(BIN)
-                    .args(&args)
-                    .output()
-                    .unwrap();
-                let what = format!("overwrite={overwrite} kill at {call} #{k} of {n}");
-                assert!(!o.status.success(), "{what}: not killed");
+                let o = strace(
+                    &trace,
+                    &format!("inject={call}:signal=KILL:when={k}"),
+                    &args,
+                );
+                let what = format!("overwrite={overwrite} kill at {call} #{k}");
                 let got = assert_all_or_nothing(&out, &reference, &what);
+                if o.status.success() {
+                    assert_eq!(got, Outcome::Complete, "{what}: finished without its files");
+                    break;
+                }
                 if overwrite {
                     assert_eq!(got, Outcome::Complete, "{what}: the earlier set was lost");
                 }
-                outcomes.push((what, got));
+                outcomes.push((overwrite, what, got));
+                killed += 1;
             }
+            assert!(
+                killed > 0,
+                "overwrite={overwrite}: saving made no `{call}` call"
+            );
         }
     }
     let complete = outcomes
         .iter()
-        .filter(|(_, o)| *o == Outcome::Complete)
+        .filter(|(_, _, o)| *o == Outcome::Complete)
         .count();
     eprintln!(
         "{} kills: {} left nothing, {complete} a complete set",
@@ -278,12 +294,9 @@ fn sigkill_at_every_system_call_of_saving() {
         outcomes.len() - complete
     );
     // Both outcomes happen: the kill points straddle the moment the files are named.
-    assert!(outcomes[..outcomes.len() / 2]
-        .iter()
-        .any(|(_, o)| *o == Outcome::Nothing));
-    assert!(outcomes[..outcomes.len() / 2]
-        .iter()
-        .any(|(_, o)| *o == Outcome::Complete));
+    let fresh: Vec<Outcome> = outcomes.iter().filter(|o| !o.0).map(|o| o.2).collect();
+    assert!(fresh.contains(&Outcome::Nothing));
+    assert!(fresh.contains(&Outcome::Complete));
 }
 
 fn sigint(pid: u32) {
@@ -302,7 +315,7 @@ fn sigint_during_training_stops_cleanly() {
     let out = tmp.path().join("out");
     let mut args = train_args(&out, "252");
     args.extend(["--batch-size".to_string(), "1".to_string()]);
-    let mut child = Command::new(BIN)
+    let mut child = bin()
         .args(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -318,7 +331,6 @@ fn sigint_during_training_stops_cleanly() {
             break;
         }
     }
-    std::thread::sleep(Duration::from_millis(100));
     sigint(child.id());
     let status = child.wait().unwrap();
     let mut rest = String::new();
@@ -344,26 +356,22 @@ fn sigint_during_saving_finishes_the_set_then_stops() {
         return;
     }
     let (reference, _) = reference("10");
-    for k in 1..=3 {
+    let mut interrupted = 0;
+    for k in 1.. {
+        assert!(k <= 8, "more than 8 `fsync` calls");
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("out");
-        let o: Output = Command::new("strace")
-            .args([
-                "-o",
-                "/dev/null",
-                "-e",
-                "trace=fsync",
-                "-e",
-                &format!("inject=fsync:signal=INT:when={k}"),
-            ])
-            .arg(BIN)
-            .args(train_args(&out, "10"))
-            .output()
-            .unwrap();
+        let inject = format!("inject=fsync:signal=INT:when={k}");
+        let o = strace(&["-e", "trace=fsync"], &inject, &train_args(&out, "10"));
         let err = String::from_utf8_lossy(&o.stderr);
+        let got = assert_all_or_nothing(&out, &reference, &format!("SIGINT at fsync #{k}"));
+        if o.status.success() {
+            // Fewer than k syncs: the signal was never sent.
+            assert_eq!(got, Outcome::Complete, "fsync #{k}: {err}");
+            break;
+        }
         assert_eq!(o.status.code(), Some(130), "fsync #{k}: {err}");
         assert!(err.contains("error: interrupted"), "{err}");
-        let got = assert_all_or_nothing(&out, &reference, &format!("SIGINT at fsync #{k}"));
         if got == Outcome::Complete {
             let printed = String::from_utf8_lossy(&o.stdout).lines().count();
             assert_eq!(
@@ -371,7 +379,9 @@ fn sigint_during_saving_finishes_the_set_then_stops() {
                 "fsync #{k}: the saved paths were not all printed"
             );
         }
+        interrupted += 1;
     }
+    assert!(interrupted > 0, "saving made no `fsync` call");
 }
 
 /// A full disk: the error names the directory, and the disk holds nothing of the run. Needs a
@@ -388,7 +398,7 @@ fn full_disk_leaves_nothing() {
          echo \"exit=$?\"
          ls -A '{m}'",
         m = mount.display(),
-        bin = BIN,
+        bin = env!("CARGO_BIN_EXE_train-vector"),
         args = train_args(&mount.join("out"), "10")
             .iter()
             .map(|a| format!("'{a}'"))

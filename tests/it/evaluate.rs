@@ -1,15 +1,12 @@
 //! `evaluate` against a direct computation: projections read with a hook of our own, and
 //! log-probabilities taken token by token from last-position logits.
 
-mod common;
-
 use std::collections::BTreeMap;
-use std::process::Command;
 
+use crate::common::{bin, tiny_model_dir, Golden};
 use candle_core::{DType, Device, Tensor};
-use common::{tiny_model_dir, Golden};
 use train_vector::data::{load_pairs, ContrastType, DataSource};
-use train_vector::model::load::{inspect, locate};
+use train_vector::model::ModelSpec;
 use train_vector::model::{load_model, LayerHook, LoadOptions, LogitPositions, NoHook, TokenBatch};
 use train_vector::steer::Steering;
 use train_vector::train::tokenize_pairs;
@@ -22,7 +19,6 @@ impl LayerHook for LastToken {
         &mut self,
         layer: usize,
         residual: &Tensor,
-        _: &TokenBatch,
     ) -> train_vector::Result<Option<Tensor>> {
         let t = residual.dim(1)?;
         let last: Vec<f32> = residual.get(0)?.get(t - 1)?.to_vec1()?;
@@ -47,7 +43,7 @@ fn evaluate_json_matches_a_direct_computation() {
     let vfile = tmp.path().join("v.pkl");
     std::fs::write(&vfile, v.to_pkl().unwrap()).unwrap();
     let n = 4;
-    let out = Command::new(env!("CARGO_BIN_EXE_train-vector"))
+    let out = bin()
         .args(["evaluate", "--model"])
         .arg(tiny_model_dir())
         .args(["--vector"])
@@ -64,7 +60,7 @@ fn evaluate_json_matches_a_direct_computation() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
     let dir = tiny_model_dir();
-    let spec = inspect(locate(dir.to_str().unwrap(), None).unwrap()).unwrap();
+    let spec = ModelSpec::open(dir.to_str().unwrap(), None).unwrap();
     let m = load_model(spec, &LoadOptions::for_logits(Device::Cpu, DType::F32)).unwrap();
     let pairs = load_pairs(&DataSource::Shipped, ContrastType::Tom, Some(n))
         .unwrap()
@@ -174,7 +170,7 @@ fn evaluate_draws_svg_and_png_plots() {
     let vfile = tmp.path().join("v.safetensors");
     std::fs::write(&vfile, reference_vector().to_safetensors().unwrap()).unwrap();
     let plot = tmp.path().join("eval.svg");
-    let out = Command::new(env!("CARGO_BIN_EXE_train-vector"))
+    let out = bin()
         .args(["evaluate", "--model"])
         .arg(tiny_model_dir())
         .arg("--vector")
@@ -204,7 +200,7 @@ fn evaluate_draws_svg_and_png_plots() {
     assert!(table.contains("Projection separation on 2 pairs"));
 
     let png = tmp.path().join("eval.png");
-    let out = Command::new(env!("CARGO_BIN_EXE_train-vector"))
+    let out = bin()
         .args(["evaluate", "--model"])
         .arg(tiny_model_dir())
         .arg("--vector")

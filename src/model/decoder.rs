@@ -1,0 +1,245 @@
+//! The decoder every architecture shares: token embeddings, the list of blocks with the hook
+//! after each (through a key/value cache when decoding), the final norm and LM head, and the
+//! per-forward RoPE tables and masks. An architecture file supplies only its [`Block`].
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use super::embedding::TokenEmbedding;
+use super::head::LmHead;
+use super::mask::causal_mask;
+use super::norm::RmsNorm;
+use super::{rope, DecoderModel, KvCache, LayerHook, LoadOptions, LogitPositions, TokenBatch};
+use super::{TextConfig, WeightSource};
+use crate::error::{Error, Result};
+
+/// One architecture's decoder block, named after the checkpoint's `layers.{i}`.
+pub trait Block: Sized {
+    fn new(cfg: &TextConfig, index: usize, vb: VarBuilder) -> Result<Self>;
+    /// The residual stream after the block; `cache` holds this block's keys and values.
+    fn forward(
+        &self,
+        xs: &Tensor,
+        ctx: &ForwardContext,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Result<Tensor>;
+}
+
+/// Per-forward state every block reads: RoPE tables and additive masks.
+pub struct ForwardContext {
+    global_rope: (Tensor, Tensor),
+    /// The sliding blocks' tables, when their RoPE differs from the global one.
+    sliding_rope: Option<(Tensor, Tensor)>,
+    full_mask: Tensor,
+    /// Present when the window is shorter than the positions in play.
+    sliding_mask: Option<Tensor>,
+}
+
+impl ForwardContext {
+    /// The RoPE tables and mask of a global or a sliding block.
+    pub fn for_block(&self, sliding: bool) -> (&(Tensor, Tensor), &Tensor) {
+        if !sliding {
+            return (&self.global_rope, &self.full_mask);
+        }
+        (
+            self.sliding_rope.as_ref().unwrap_or(&self.global_rope),
+            self.sliding_mask.as_ref().unwrap_or(&self.full_mask),
+        )
+    }
+}
+
+pub struct Decoder<B> {
+    embed_tokens: TokenEmbedding,
+    /// `sqrt(hidden_size)` rounded to the model dtype, as HF does, where the architecture
+    /// scales embeddings.
+    embed_scale: Option<Tensor>,
+    layers: Vec<B>,
+    head: Option<LmHead>,
+    global_inv_freq: Vec<f32>,
+    sliding_inv_freq: Option<Vec<f32>>,
+    /// The window, when a loaded block slides.
+    window: Option<usize>,
+    cfg: TextConfig,
+    dtype: DType,
+    device: Device,
+}
+
+/// [`super::Architecture::build`] for an architecture whose block is `B`.
+pub fn build<B: Block + 'static>(
+    cfg: &TextConfig,
+    weights: &WeightSource,
+    opts: &LoadOptions,
+) -> Result<Box<dyn DecoderModel>> {
+    Ok(Box::new(Decoder::<B>::load(cfg, weights, opts)?))
+}
+
+impl<B: Block> Decoder<B> {
+    /// Loads the embedding, the blocks `opts` asks for and, only when asked, the final norm and
+    /// LM head.
+    pub fn load(cfg: &TextConfig, weights: &WeightSource, opts: &LoadOptions) -> Result<Self> {
+        let root = weights.root();
+        let vb = text_model(root, cfg)?;
+        let shape = (cfg.vocab_size, cfg.hidden_size);
+        let lm_head = match (opts.with_head, cfg.tie_word_embeddings) {
+            (true, false) => Some(root.get(shape, "lm_head.weight").map_err(|e| {
+                Error::from(e).with_hint(
+                    "config.json says the LM head is not tied, so the checkpoint needs `lm_head.weight`",
+                )
+            })?),
+            _ => None,
+        };
+        // A tied head is the embedding table itself, so it is then loaded whole.
+        let whole = opts.full_embedding || (opts.with_head && lm_head.is_none());
+        let name = format!("{}.embed_tokens.weight", vb.prefix());
+        let embed_tokens = weights.embedding(&name, shape, whole)?;
+        let n = opts
+            .num_blocks
+            .unwrap_or(cfg.num_hidden_layers)
+            .min(cfg.num_hidden_layers);
+        let layers = (0..n)
+            .map(|i| B::new(cfg, i, vb.pp("layers").pp(i)))
+            .collect::<Result<Vec<_>>>()?;
+        let head = if opts.with_head {
+            let norm = RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, cfg.norm, vb.pp("norm"))?;
+            let weight = match (lm_head, &embed_tokens) {
+                (Some(w), _) => w,
+                (None, TokenEmbedding::Full(table)) => table.clone(),
+                (None, TokenEmbedding::Rows { .. }) => {
+                    return Err(Error::new("the tied LM head needs the whole embedding"))
+                }
+            };
+            Some(LmHead::new(norm, weight, cfg.final_logit_softcapping))
+        } else {
+            None
+        };
+        let embed_scale = match cfg.scale_embeddings {
+            true => Some(
+                Tensor::new(&[(cfg.hidden_size as f32).sqrt()], root.device())?
+                    .to_dtype(root.dtype())?,
+            ),
+            false => None,
+        };
+        let (global_inv_freq, sliding_inv_freq) = cfg.inv_freqs()?;
+        let any_sliding = cfg.sliding[..n].iter().any(|&s| s);
+        Ok(Self {
+            embed_tokens,
+            embed_scale,
+            layers,
+            head,
+            global_inv_freq,
+            sliding_inv_freq,
+            window: cfg.sliding_window.filter(|_| any_sliding),
+            cfg: cfg.clone(),
+            dtype: root.dtype(),
+            device: root.device().clone(),
+        })
+    }
+
+    /// RoPE tables and masks for `t` new positions after `offset` cached ones.
+    fn context(&self, t: usize, offset: usize) -> Result<ForwardContext> {
+        let (dt, dev) = (self.dtype, &self.device);
+        let global_rope = rope::tables(&self.global_inv_freq, offset, t, dt, dev)?;
+        let sliding_rope = match &self.sliding_inv_freq {
+            Some(f) => Some(rope::tables(f, offset, t, dt, dev)?),
+            None => None,
+        };
+        let sliding_mask = match self.window.filter(|&w| w < offset + t) {
+            Some(w) => Some(causal_mask(t, offset, Some(w), dt, dev)?),
+            None => None,
+        };
+        Ok(ForwardContext {
+            global_rope,
+            sliding_rope,
+            full_mask: causal_mask(t, offset, None, dt, dev)?,
+            sliding_mask,
+        })
+    }
+
+    fn run(
+        &self,
+        batch: &TokenBatch,
+        blocks: usize,
+        mut cache: Option<&mut KvCache>,
+        hook: &mut dyn LayerHook,
+    ) -> Result<Tensor> {
+        let offset = cache.as_ref().map_or(0, |c| c.len());
+        let ctx = self.context(batch.max_len(), offset)?;
+        let mut xs = self.embed_tokens.forward(&batch.input_ids)?;
+        if let Some(scale) = &self.embed_scale {
+            xs = xs.broadcast_mul(scale)?;
+        }
+        for (i, layer) in self.layers[..blocks].iter().enumerate() {
+            xs = layer.forward(&xs, &ctx, cache.as_deref_mut().map(|c| (c, i)))?;
+            if let Some(replaced) = hook.after_block(i, &xs)? {
+                xs = replaced;
+            }
+        }
+        Ok(xs)
+    }
+}
+
+/// The text model's tensors: the first of the architecture's prefixes that holds an embedding.
+fn text_model<'a>(root: &VarBuilder<'a>, cfg: &TextConfig) -> Result<VarBuilder<'a>> {
+    let prefixes = cfg.architecture.text_prefixes;
+    prefixes
+        .iter()
+        .map(|p| p.split('.').fold(root.clone(), |vb, part| vb.pp(part)))
+        .find(|vb| vb.contains_tensor("embed_tokens.weight"))
+        .ok_or_else(|| {
+            let names: Vec<String> = prefixes
+                .iter()
+                .map(|p| format!("`{p}.embed_tokens.weight`"))
+                .collect();
+            Error::new(format!("checkpoint has no {}", names.join(" or ")))
+        })
+}
+
+impl<B: Block> DecoderModel for Decoder<B> {
+    fn config(&self) -> &TextConfig {
+        &self.cfg
+    }
+
+    fn loaded_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn forward_blocks(
+        &self,
+        batch: &TokenBatch,
+        last_layer: usize,
+        hook: &mut dyn LayerHook,
+    ) -> Result<Tensor> {
+        if last_layer >= self.layers.len() {
+            return Err(Error::new(format!(
+                "layer {last_layer} was not loaded ({} blocks loaded)",
+                self.layers.len()
+            )));
+        }
+        self.run(batch, last_layer + 1, None, hook)
+    }
+
+    fn forward_logits(
+        &self,
+        batch: &TokenBatch,
+        cache: Option<&mut KvCache>,
+        hook: &mut dyn LayerHook,
+        positions: LogitPositions,
+    ) -> Result<Tensor> {
+        let head = self
+            .head
+            .as_ref()
+            .ok_or_else(|| Error::new("the model was loaded without its LM head"))?;
+        if self.layers.len() < self.cfg.num_hidden_layers {
+            return Err(Error::new("logits need every block loaded"));
+        }
+        if cache.is_some() && batch.lengths.len() != 1 {
+            return Err(Error::new("a key/value cache holds one sequence"));
+        }
+        let xs = self.run(batch, self.layers.len(), cache, hook)?;
+        head.forward(&xs, batch, positions)
+    }
+}
