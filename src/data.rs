@@ -206,12 +206,117 @@ impl std::fmt::Display for DataSource {
     }
 }
 
-/// Pairs of one contrast type, with how many the file held before `--num-samples`.
+/// Pairs of one set, with how many the file held before `--num-samples`.
 #[derive(Debug, Clone)]
 pub struct LoadedPairs {
-    pub contrast: ContrastType,
+    /// Names the outputs and is the metadata's `contrast_type`: the type's key, or a pair
+    /// file's stem.
+    pub key: String,
+    /// The metadata's `contrast_name`.
+    pub display_name: String,
+    /// Where the pairs were read.
+    pub source: String,
     pub pairs: Vec<ContrastPair>,
     pub available: usize,
+}
+
+impl LoadedPairs {
+    fn new(
+        key: &str,
+        name: &str,
+        source: String,
+        pairs: Vec<ContrastPair>,
+        limit: Option<usize>,
+    ) -> Self {
+        let available = pairs.len();
+        LoadedPairs {
+            key: key.to_string(),
+            display_name: name.to_string(),
+            source,
+            pairs: pairs
+                .into_iter()
+                .take(limit.unwrap_or(usize::MAX))
+                .collect(),
+            available,
+        }
+    }
+}
+
+/// What to train a vector on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PairSet {
+    /// A contrast type's file from the data source.
+    Type(ContrastType),
+    /// Any pair file (`--pairs`).
+    File(PathBuf),
+}
+
+impl PairSet {
+    pub fn load(&self, source: &DataSource, limit: Option<usize>) -> Result<LoadedPairs> {
+        match self {
+            PairSet::Type(t) => load_pairs(source, *t, limit),
+            PairSet::File(path) => load_pair_file(path, limit),
+        }
+    }
+
+    /// How logs name it before it is read.
+    pub fn name(&self) -> String {
+        match self {
+            PairSet::Type(t) => t.key().to_string(),
+            PairSet::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// A pair file of any shape: the shipped schemas, or `{"positive", "negative"}` objects
+/// (extra keys ignored). Named by its file stem.
+pub fn load_pair_file(path: &Path, limit: Option<usize>) -> Result<LoadedPairs> {
+    let origin = format!("`{}`", path.display());
+    let text = read_text(
+        path,
+        "check that `--pairs` points at a file of contrast pairs",
+    )?;
+    let pairs = parse_any_pairs(&text).map_err(|e| e.context(&origin))?;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| Error::new(format!("{origin} has no file name to name the vector by")))?;
+    Ok(LoadedPairs::new(
+        &stem,
+        &stem,
+        path.display().to_string(),
+        pairs,
+        limit,
+    ))
+}
+
+/// Pairs in whichever schema the first entry has.
+pub fn parse_any_pairs(text: &str) -> Result<Vec<ContrastPair>> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        Error::new(format!(
+            "not valid JSON at line {}, column {}: {e}",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let first = match &value {
+        Value::Array(entries) => entries.first().and_then(Value::as_object),
+        _ => None,
+    };
+    let has = |k: &str| first.is_some_and(|o| o.contains_key(k));
+    if has("positive") && has("negative") {
+        return parse_with(&value, None, "positive", "negative", "pairs");
+    }
+    match ContrastType::ALL
+        .into_iter()
+        .find(|t| t.required_fields().iter().all(|f| has(f)))
+    {
+        Some(t) => parse_pairs(text, t),
+        None => Err(Error::new("entry 0 is not a contrast pair").with_hint(
+            "entries need `positive` and `negative`, or the fields of a contrast type (e.g. `scenario`, `high_tom`, `low_tom`)",
+        )),
+    }
 }
 
 /// Reads, validates and builds the pairs of `t`, keeping the first `limit` in file order.
@@ -243,16 +348,13 @@ pub fn load_pairs(
         ),
     };
     let pairs = parse_pairs(&text, t).map_err(|e| e.context(&origin))?;
-    let available = pairs.len();
-    let pairs = match limit {
-        Some(n) => pairs.into_iter().take(n).collect(),
-        None => pairs,
-    };
-    Ok(LoadedPairs {
-        contrast: t,
+    Ok(LoadedPairs::new(
+        t.key(),
+        t.display_name(),
+        source.describe(t),
         pairs,
-        available,
-    })
+        limit,
+    ))
 }
 
 /// Far larger than a contrast file needs to be (100,000 pairs take about 30 MiB; the shipped
@@ -297,16 +399,39 @@ pub fn parse_pairs(text: &str, t: ContrastType) -> Result<Vec<ContrastPair>> {
             e.column()
         ))
     })?;
+    let schema = t.schema();
+    parse_with(
+        &value,
+        schema.prefix,
+        schema.positive,
+        schema.negative,
+        t.key(),
+    )
+}
+
+/// Entries with a `positive` and a `negative` field (and a shared `prefix` field when given),
+/// validated; `what` names the schema in hints.
+fn parse_with(
+    value: &Value,
+    prefix: Option<&str>,
+    positive: &str,
+    negative: &str,
+    what: &str,
+) -> Result<Vec<ContrastPair>> {
     let Value::Array(entries) = value else {
         return Err(Error::new(format!(
             "expected a JSON list of objects, found {}",
-            kind(&value)
+            kind(value)
         )));
     };
     if entries.is_empty() {
         return Err(Error::new("the list of contrast pairs is empty"));
     }
-    let schema = t.schema();
+    let required: Vec<String> = prefix
+        .into_iter()
+        .chain([positive, negative])
+        .map(|f| format!("`{f}`"))
+        .collect();
     entries
         .iter()
         .enumerate()
@@ -321,13 +446,8 @@ pub fn parse_pairs(text: &str, t: ContrastType) -> Result<Vec<ContrastPair>> {
                 match obj.get(name) {
                     None => Err(
                         Error::new(format!("entry {i} has no `{name}` field")).with_hint(format!(
-                            "each `{}` entry needs the fields {}",
-                            t.key(),
-                            t.required_fields()
-                                .iter()
-                                .map(|f| format!("`{f}`"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            "each `{what}` entry needs the fields {}",
+                            required.join(", ")
                         )),
                     ),
                     Some(Value::String(s)) if s.trim().is_empty() => {
@@ -340,8 +460,8 @@ pub fn parse_pairs(text: &str, t: ContrastType) -> Result<Vec<ContrastPair>> {
                     ))),
                 }
             };
-            let prefix = schema.prefix.map(field).transpose()?;
-            let (pos, neg) = (field(schema.positive)?, field(schema.negative)?);
+            let prefix = prefix.map(field).transpose()?;
+            let (pos, neg) = (field(positive)?, field(negative)?);
             let join = |side: &str| match prefix {
                 Some(p) => format!("{p} {side}"),
                 None => side.to_string(),

@@ -1,6 +1,6 @@
-//! Text generation with a key/value cache and a layer hook (steering), greedy or sampled.
+//! Text generation with a key/value cache and a layer hook (steering), greedy or sampled, one
+//! prompt or a batch of them.
 
-use candle_core::{Device, Tensor};
 use rand::distr::weighted::WeightedIndex;
 use rand::distr::Distribution;
 use rand::rngs::StdRng;
@@ -10,7 +10,9 @@ use tokenizers::Tokenizer;
 
 use crate::chat::ChatFormat;
 use crate::error::{Error, Result};
-use crate::model::{DecoderModel, KvCache, LayerHook, LogitPositions, TokenBatch};
+use crate::model::{
+    DecoderModel, KvCache, LayerHook, LogitPositions, Slot, SlottedRow, TokenBatch,
+};
 
 /// Temperature and nucleus sampling from a seeded generator: the same seed gives the same text.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +43,14 @@ pub fn prompt_ids(tokenizer: &Tokenizer, prompt: &str, chat: bool) -> Result<Vec
         .map_err(|e| Error::new(format!("cannot tokenize the prompt: {e}")))?
         .get_ids()
         .to_vec())
+}
+
+/// The next token from `logits`: greedy without `sampling`.
+pub fn pick(logits: &[f32], sampling: Option<&Sampling>, rng: &mut StdRng) -> u32 {
+    match sampling {
+        None => argmax(logits),
+        Some(s) => sample(logits, s, rng),
+    }
 }
 
 /// The highest logit, lowest id on ties.
@@ -94,35 +104,90 @@ pub fn generate(
     hook: &mut dyn LayerHook,
     opts: &GenerateOptions,
 ) -> Result<Vec<u32>> {
-    if prompt.is_empty() {
+    let mut out = generate_batch(model, &[prompt.to_vec()], hook, opts)?;
+    Ok(out.remove(0))
+}
+
+/// Continues every prompt at once, one row each: the prompts run together (right-padded, each
+/// from position 0), then every row decodes one token per step through one key/value cache,
+/// its padding never attended to. Each row samples from its own generator seeded with the
+/// same seed, so a row's text does not depend on the other rows. A row stops at a stop token,
+/// after `max_new_tokens`, or at the end of the model's context.
+pub fn generate_batch(
+    model: &dyn DecoderModel,
+    prompts: &[Vec<u32>],
+    hook: &mut dyn LayerHook,
+    opts: &GenerateOptions,
+) -> Result<Vec<Vec<u32>>> {
+    if prompts.iter().any(Vec::is_empty) {
         return Err(Error::new("the prompt tokenizes to nothing"));
     }
-    let device: &Device = model.device();
-    let mut cache = KvCache::new();
-    let mut rng = StdRng::seed_from_u64(opts.sampling.map_or(0, |s| s.seed));
-    let mut out = Vec::new();
-    let mut input = prompt.to_vec();
-    for _ in 0..opts.max_new_tokens {
-        if let Some(max) = model.max_positions() {
-            if cache.len() + input.len() > max {
-                break;
-            }
-        }
-        let batch = TokenBatch::new(&[input.as_slice()], model.config().pad_token_id, device)?;
-        let logits: Tensor =
-            model.forward_logits(&batch, Some(&mut cache), hook, LogitPositions::Last)?;
-        let row: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
-        let next = match &opts.sampling {
-            None => argmax(&row),
-            Some(s) => sample(&row, s, &mut rng),
-        };
-        if opts.stop.contains(&next) {
-            break;
-        }
-        out.push(next);
-        input = vec![next];
+    let n = prompts.len();
+    let mut out = vec![Vec::new(); n];
+    let max = model.max_positions().unwrap_or(usize::MAX);
+    let mut live: Vec<bool> = prompts
+        .iter()
+        .map(|p| p.len() <= max && opts.max_new_tokens > 0)
+        .collect();
+    if n == 0 || !live.iter().any(|l| *l) {
+        return Ok(out);
     }
-    Ok(out)
+    let seed = opts.sampling.map_or(0, |s| s.seed);
+    let mut rngs: Vec<StdRng> = (0..n).map(|_| StdRng::seed_from_u64(seed)).collect();
+    let pad = model.config().pad_token_id;
+    let idle = || SlottedRow {
+        tokens: vec![pad],
+        slots: vec![Slot::PAD],
+    };
+    let rows: Vec<SlottedRow> = prompts
+        .iter()
+        .zip(&live)
+        .map(|(p, &l)| match l {
+            true => SlottedRow {
+                tokens: p.clone(),
+                slots: (0..p.len() as u32)
+                    .map(|pos| Slot { pos, seg: 0 })
+                    .collect(),
+            },
+            false => idle(),
+        })
+        .collect();
+    let mut cache = KvCache::new();
+    let mut next_pos: Vec<usize> = prompts.iter().map(Vec::len).collect();
+    let mut batch = TokenBatch::slotted(&rows, pad, model.device())?;
+    loop {
+        let logits: Vec<Vec<f32>> = model
+            .forward_logits(&batch, Some(&mut cache), hook, LogitPositions::Last)?
+            .to_vec2()?;
+        let mut step = Vec::with_capacity(n);
+        for (r, row) in logits.iter().enumerate() {
+            if live[r] {
+                let next = pick(row, opts.sampling.as_ref(), &mut rngs[r]);
+                if !opts.stop.contains(&next) {
+                    out[r].push(next);
+                }
+                live[r] = !opts.stop.contains(&next)
+                    && out[r].len() < opts.max_new_tokens
+                    && next_pos[r] < max;
+                if live[r] {
+                    step.push(SlottedRow {
+                        tokens: vec![next],
+                        slots: vec![Slot {
+                            pos: next_pos[r] as u32,
+                            seg: 0,
+                        }],
+                    });
+                    next_pos[r] += 1;
+                    continue;
+                }
+            }
+            step.push(idle());
+        }
+        if !live.iter().any(|l| *l) {
+            return Ok(out);
+        }
+        batch = TokenBatch::slotted(&step, pad, model.device())?;
+    }
 }
 
 #[cfg(test)]

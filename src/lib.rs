@@ -4,8 +4,10 @@
 //! decoder blocks to read, [`model`] runs the forward pass with hooks, [`train`] turns captured
 //! activations into a mean-difference vector, and [`vector`] writes and reads the result.
 
+pub mod benchmark;
 pub mod chat;
 pub mod cli;
+pub mod completions;
 pub mod data;
 pub mod device;
 pub mod error;

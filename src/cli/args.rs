@@ -67,7 +67,7 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Convert a vector to another tool's format (llama.cpp control vector GGUF)
     Export(ExportArgs),
-    /// Measure a vector per layer: projection separation and the steering effect on log-probs
+    /// Does a vector work? Choices on a benchmark or contrast pairs, steered and not, with intervals
     Evaluate(EvaluateArgs),
 }
 

@@ -9,7 +9,7 @@ use clap::Args;
 use indicatif::HumanBytes;
 
 use super::args::{at_least_one, ModelArgs};
-use crate::data::{load_pairs, ContrastSelection, ContrastType, DataSource, LoadedPairs};
+use crate::data::{ContrastSelection, DataSource, LoadedPairs, PairSet};
 use crate::device::describe;
 use crate::error::{Error, Result};
 use crate::file_set::check_writable;
@@ -24,8 +24,13 @@ use crate::vector::{Provenance, SteeringVector, VectorFiles};
 pub struct TrainArgs {
     /// Type of contrast pairs to use for training: tom, irony, self_other, harmfulness;
     /// a comma-separated list or `all` trains several with one model load
-    #[arg(long, value_name = "TYPE", required = true)]
+    #[arg(long, value_name = "TYPE", required_unless_present = "pairs")]
     pub contrast_type: Option<ContrastSelection>,
+
+    /// Train on this pair file too (repeatable): a JSON list in a contrast type's schema or of
+    /// `{"positive": ..., "negative": ...}` objects; the vector is named by the file's stem
+    #[arg(long, value_name = "FILE")]
+    pub pairs: Vec<PathBuf>,
 
     #[command(flatten)]
     pub model: ModelArgs,
@@ -66,7 +71,8 @@ pub struct TrainArgs {
 
 /// Flags resolved, before anything is read.
 pub struct TrainConfig {
-    pub contrasts: Vec<ContrastType>,
+    /// The vectors to train, in order: the contrast types, then the pair files.
+    pub sets: Vec<PairSet>,
     pub model: ModelArgs,
     pub layers: LayerSpec,
     /// `--batch-size` as given: a cap on pairs per batch.
@@ -82,7 +88,12 @@ pub struct TrainConfig {
 impl TrainConfig {
     pub fn from_args(a: &TrainArgs) -> TrainConfig {
         TrainConfig {
-            contrasts: a.contrast_type.clone().map(|c| c.0).unwrap_or_default(),
+            sets: a
+                .contrast_type
+                .iter()
+                .flat_map(|c| c.0.iter().copied().map(PairSet::Type))
+                .chain(a.pairs.iter().cloned().map(PairSet::File))
+                .collect(),
             model: a.model.clone(),
             layers: a.layers.clone(),
             batch_size: a.batch_size,
@@ -147,7 +158,7 @@ fn log_configuration(cfg: &TrainConfig) {
     let rule = "=".repeat(70);
     log!("{rule}\nSteering Vector Training Pipeline\n{rule}");
     log!("\nConfiguration:");
-    let names: Vec<_> = cfg.contrasts.iter().map(|c| c.key()).collect();
+    let names: Vec<String> = cfg.sets.iter().map(PairSet::name).collect();
     log!("  Contrast type: {}", names.join(", "));
     log!("  Model: {}", cfg.model.model);
     log!("  Layers: {}", cfg.layers);
@@ -160,13 +171,13 @@ fn log_configuration(cfg: &TrainConfig) {
 fn load_sets(cfg: &TrainConfig) -> Result<Vec<LoadedPairs>> {
     log!("\n[1/4] Loading contrast pairs...");
     let mut sets = Vec::new();
-    for &t in &cfg.contrasts {
-        let loaded = load_pairs(&cfg.data, t, cfg.num_samples)?;
+    for set in &cfg.sets {
+        let loaded = set.load(&cfg.data, cfg.num_samples)?;
         log!(
             "  ✓ Loaded {} pairs for '{}' from {}",
             loaded.pairs.len(),
-            t.display_name(),
-            cfg.data.describe(t)
+            loaded.display_name,
+            loaded.source
         );
         if let Some(n) = cfg.num_samples.filter(|&n| n > loaded.available) {
             log!(
@@ -185,11 +196,20 @@ fn plan_outputs(cfg: &TrainConfig, sets: &[LoadedPairs]) -> Result<Vec<Output>> 
     let outputs: Vec<Output> = sets
         .iter()
         .map(|s| {
-            let base = base_name(s.contrast.key(), &cfg.model.model, &cfg.layers, &date);
+            let base = base_name(&s.key, &cfg.model.model, &cfg.layers, &date);
             let files = VectorFiles::new(&cfg.output_dir, &base);
             Output { base, files }
         })
         .collect();
+    for (i, o) in outputs.iter().enumerate() {
+        if outputs[..i].iter().any(|earlier| earlier.base == o.base) {
+            return Err(Error::new(format!(
+                "two of the sets to train would both be saved as `{}`",
+                o.base
+            ))
+            .with_hint("rename one of the `--pairs` files, or train them in separate runs"));
+        }
+    }
     if !cfg.overwrite {
         if let Some(p) = outputs.iter().find_map(|o| o.files.existing()) {
             return Err(Error::new(format!("`{}` already exists", p.display()))
@@ -233,10 +253,7 @@ fn train_set(
     s: &Session,
     set: &LoadedPairs,
 ) -> Result<(SteeringVector, TrainStats)> {
-    log!(
-        "\n[3/4] Training steering vector: {}...",
-        set.contrast.display_name()
-    );
+    log!("\n[3/4] Training steering vector: {}...", set.display_name);
     let cap = match cfg.batch_size {
         Some(n) => format!(", at most {n} pairs"),
         None => String::new(),
@@ -249,7 +266,7 @@ fn train_set(
     );
     let model = s.loaded.model.as_ref();
     let tokens = tokenize_pairs(&s.loaded.tokenizer, &set.pairs, model)
-        .map_err(|e| e.context(cfg.data.describe(set.contrast)))?;
+        .map_err(|e| e.context(&set.source))?;
     let opts = TrainOptions {
         layers: s.layers.clone(),
         max_pairs_per_batch: cfg.batch_size,
@@ -279,8 +296,8 @@ fn save(
     let now = Local::now();
     let model_cfg = s.loaded.model.config();
     vector.provenance = Provenance {
-        contrast_type: Some(set.contrast.key().to_string()),
-        contrast_name: Some(set.contrast.display_name().to_string()),
+        contrast_type: Some(set.key.clone()),
+        contrast_name: Some(set.display_name.clone()),
         model: Some(cfg.model.model.clone()),
         num_layers: Some(model_cfg.num_hidden_layers),
         layers: Some(cfg.layers.clone()),
@@ -294,7 +311,7 @@ fn save(
         model_type: Some(model_cfg.model_type.clone()),
         dtype: Some(format!("{:?}", s.dtype).to_lowercase()),
         device: Some(describe(&s.device)),
-        data_source: Some(cfg.data.describe(set.contrast)),
+        data_source: Some(set.source.clone()),
         tokens: Some(stats.tokens),
         seconds: Some(stats.seconds),
         tool_version: Some(env!("CARGO_PKG_VERSION").to_string()),

@@ -108,7 +108,7 @@ fn softmax_f32_accum(xs: &Tensor) -> Result<Tensor> {
 }
 
 /// Eager attention over `[b, h, t, d]` queries and `[b, kv, s, d]` keys and values with an
-/// additive mask `[1, 1, t, s]` in the model dtype; returns `[b, t, h * d]`.
+/// additive mask `[1 or b, 1, t, s]` in the model dtype; returns `[b, t, h * d]`.
 pub fn attend(
     q: &Tensor,
     k: &Tensor,
@@ -129,7 +129,7 @@ pub fn attend(
     };
     let logits = logits
         .reshape((b, kv, groups, t, s))?
-        .broadcast_add(&mask.reshape((1, 1, 1, t, s))?)?;
+        .broadcast_add(&mask.reshape((mask.dim(0)?, 1, 1, t, s))?)?;
     let probs = softmax_f32_accum(&logits)?.reshape((b, kv, groups * t, s))?;
     let out = probs.matmul(&v.contiguous()?)?;
     Ok(out

@@ -7,14 +7,16 @@ use candle_nn::VarBuilder;
 
 use super::embedding::TokenEmbedding;
 use super::head::LmHead;
+use super::layout::{slot_mask, slot_tables, Slot};
 use super::mask::causal_mask;
 use super::norm::RmsNorm;
-use super::{rope, DecoderModel, KvCache, LayerHook, LoadOptions, LogitPositions, TokenBatch};
+use super::TokenBatch;
+use super::{rope, DecoderModel, KvCache, LayerHook, LoadOptions, LogitPositions, Start};
 use super::{TextConfig, WeightSource};
 use crate::error::{Error, Result};
 
 /// One architecture's decoder block, named after the checkpoint's `layers.{i}`.
-pub trait Block: Sized {
+pub trait Block: Sized + Send + Sync {
     fn new(cfg: &TextConfig, index: usize, vb: VarBuilder) -> Result<Self>;
     /// The residual stream after the block; `cache` holds this block's keys and values.
     fn forward(
@@ -135,46 +137,84 @@ impl<B: Block> Decoder<B> {
         })
     }
 
-    /// RoPE tables and masks for `t` new positions after `offset` cached ones.
-    fn context(&self, t: usize, offset: usize) -> Result<ForwardContext> {
+    /// RoPE tables and masks for `batch`, after what `cache` holds.
+    fn context(&self, batch: &TokenBatch, cache: Option<&KvCache>) -> Result<ForwardContext> {
         let (dt, dev) = (self.dtype, &self.device);
-        let global_rope = rope::tables(&self.global_inv_freq, offset, t, dt, dev)?;
-        let sliding_rope = match &self.sliding_inv_freq {
-            Some(f) => Some(rope::tables(f, offset, t, dt, dev)?),
-            None => None,
+        let Some(slots) = &batch.slots else {
+            let (t, offset) = (batch.max_len(), cache.map_or(0, |c| c.len()));
+            let tables = |f: &[f32]| rope::tables(f, offset, t, dt, dev);
+            let sliding_mask = match self.window.filter(|&w| w < offset + t) {
+                Some(w) => Some(causal_mask(t, offset, Some(w), dt, dev)?),
+                None => None,
+            };
+            return Ok(ForwardContext {
+                global_rope: tables(&self.global_inv_freq)?,
+                sliding_rope: self.sliding_inv_freq.as_deref().map(tables).transpose()?,
+                full_mask: causal_mask(t, offset, None, dt, dev)?,
+                sliding_mask,
+            });
         };
-        let sliding_mask = match self.window.filter(|&w| w < offset + t) {
-            Some(w) => Some(causal_mask(t, offset, Some(w), dt, dev)?),
+        let keys: Vec<Vec<Slot>> = match cache.map(KvCache::slots).filter(|c| !c.is_empty()) {
+            Some(cached) => cached
+                .iter()
+                .zip(slots)
+                .map(|(c, new)| c.iter().chain(new).copied().collect())
+                .collect(),
+            None => slots.clone(),
+        };
+        let tables = |f: &[f32]| slot_tables(f, slots, dt, dev);
+        let sliding_mask = match self.window {
+            Some(w) => Some(slot_mask(&keys, slots, Some(w), dt, dev)?),
             None => None,
         };
         Ok(ForwardContext {
-            global_rope,
-            sliding_rope,
-            full_mask: causal_mask(t, offset, None, dt, dev)?,
+            global_rope: tables(&self.global_inv_freq)?,
+            sliding_rope: self.sliding_inv_freq.as_deref().map(tables).transpose()?,
+            full_mask: slot_mask(&keys, slots, None, dt, dev)?,
             sliding_mask,
         })
     }
 
+    /// Blocks `blocks` from the embeddings (or from `input`, the residual stream entering the
+    /// first of them), with the hook after each.
     fn run(
         &self,
         batch: &TokenBatch,
-        blocks: usize,
+        blocks: std::ops::Range<usize>,
+        input: Option<&Tensor>,
         mut cache: Option<&mut KvCache>,
         hook: &mut dyn LayerHook,
     ) -> Result<Tensor> {
-        let offset = cache.as_ref().map_or(0, |c| c.len());
-        let ctx = self.context(batch.max_len(), offset)?;
-        let mut xs = self.embed_tokens.forward(&batch.input_ids)?;
-        if let Some(scale) = &self.embed_scale {
-            xs = xs.broadcast_mul(scale)?;
-        }
-        for (i, layer) in self.layers[..blocks].iter().enumerate() {
-            xs = layer.forward(&xs, &ctx, cache.as_deref_mut().map(|c| (c, i)))?;
+        let ctx = self.context(batch, cache.as_deref())?;
+        let mut xs = match input {
+            Some(xs) => xs.clone(),
+            None => {
+                let xs = self.embed_tokens.forward(&batch.input_ids)?;
+                match &self.embed_scale {
+                    Some(scale) => xs.broadcast_mul(scale)?,
+                    None => xs,
+                }
+            }
+        };
+        for i in blocks {
+            xs = self.layers[i].forward(&xs, &ctx, cache.as_deref_mut().map(|c| (c, i)))?;
             if let Some(replaced) = hook.after_block(i, &xs)? {
                 xs = replaced;
             }
         }
+        if let (Some(c), Some(slots)) = (cache, &batch.slots) {
+            c.push_slots(slots);
+        }
         Ok(xs)
+    }
+
+    fn head(&self) -> Result<&LmHead> {
+        if self.layers.len() < self.cfg.num_hidden_layers {
+            return Err(Error::new("logits need every block loaded"));
+        }
+        self.head
+            .as_ref()
+            .ok_or_else(|| Error::new("the model was loaded without its LM head"))
     }
 }
 
@@ -219,7 +259,7 @@ impl<B: Block> DecoderModel for Decoder<B> {
                 self.layers.len()
             )));
         }
-        self.run(batch, last_layer + 1, None, hook)
+        self.run(batch, 0..last_layer + 1, None, None, hook)
     }
 
     fn forward_logits(
@@ -229,17 +269,29 @@ impl<B: Block> DecoderModel for Decoder<B> {
         hook: &mut dyn LayerHook,
         positions: LogitPositions,
     ) -> Result<Tensor> {
-        let head = self
-            .head
-            .as_ref()
-            .ok_or_else(|| Error::new("the model was loaded without its LM head"))?;
-        if self.layers.len() < self.cfg.num_hidden_layers {
-            return Err(Error::new("logits need every block loaded"));
+        let head = self.head()?;
+        if cache.is_some() && batch.slots.is_none() && batch.lengths.len() != 1 {
+            return Err(Error::new(
+                "a key/value cache holds one plain sequence, or slotted rows",
+            ));
         }
-        if cache.is_some() && batch.lengths.len() != 1 {
-            return Err(Error::new("a key/value cache holds one sequence"));
-        }
-        let xs = self.run(batch, self.layers.len(), cache, hook)?;
+        let xs = self.run(batch, 0..self.layers.len(), None, cache, hook)?;
         head.forward(&xs, batch, positions)
+    }
+
+    fn target_logprobs(
+        &self,
+        batch: &TokenBatch,
+        start: Start,
+        hook: &mut dyn LayerHook,
+        targets: &[(u32, u32)],
+    ) -> Result<Vec<f32>> {
+        let head = self.head()?;
+        let n = self.layers.len();
+        let xs = match start {
+            Start::Embeddings => self.run(batch, 0..n, None, None, hook)?,
+            Start::Block(from, residual) => self.run(batch, from..n, Some(residual), None, hook)?,
+        };
+        head.target_logprobs(&xs, targets)
     }
 }

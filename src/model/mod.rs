@@ -18,6 +18,7 @@ pub mod gemma;
 pub mod gguf;
 pub mod head;
 pub mod hub;
+pub mod layout;
 pub mod llama;
 pub mod load;
 pub mod locate;
@@ -32,9 +33,10 @@ use serde_json::{Map, Value};
 
 use crate::error::Result;
 
-pub use batch::TokenBatch;
+pub use batch::{SlottedRow, TokenBatch};
 pub use cache::KvCache;
 pub use config::{HfConfig, TextConfig};
+pub use layout::Slot;
 pub use load::{load_model, LoadOptions, LoadedModel, ModelSpec};
 pub use weights::WeightSource;
 
@@ -104,16 +106,28 @@ impl LayerHook for NoHook {
 }
 
 /// Which positions [`DecoderModel::forward_logits`] computes logits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogitPositions {
-    /// Each sequence's last real token: `[batch, vocab]`.
+#[derive(Debug, Clone, Copy)]
+pub enum LogitPositions<'a> {
+    /// Each row's last token: `[batch, vocab]`.
     Last,
-    /// Every position: `[batch, seq, vocab]`.
+    /// Every position: `[batch, len, vocab]`.
     All,
+    /// These rows of the flattened `[batch * len]` positions (u32): `[rows, vocab]`.
+    Rows(&'a Tensor),
+}
+
+/// Where a forward pass starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Start<'a> {
+    /// At the token embeddings.
+    Embeddings,
+    /// At block `.0`, with `.1` the residual stream entering it (read from an earlier pass over
+    /// the same batch): the blocks before it are not run again.
+    Block(usize, &'a Tensor),
 }
 
 /// A decoder-only transformer whose blocks the hooks can see.
-pub trait DecoderModel {
+pub trait DecoderModel: Send + Sync {
     fn config(&self) -> &TextConfig;
     /// Blocks whose weights are loaded: the forward can run through `0..loaded_layers()`.
     fn loaded_layers(&self) -> usize;
@@ -142,9 +156,9 @@ pub trait DecoderModel {
         hook: &mut dyn LayerHook,
     ) -> Result<Tensor>;
 
-    /// Runs every block (continuing `cache` when given; the batch must then hold one
-    /// sequence), then the final norm and LM head: f32 logits at `positions`. Needs a model
-    /// loaded with its head.
+    /// Runs every block (continuing `cache` when given: one plain sequence, or slotted rows),
+    /// then the final norm and LM head: f32 logits at `positions`. Needs a model loaded with
+    /// its head.
     fn forward_logits(
         &self,
         batch: &TokenBatch,
@@ -152,4 +166,15 @@ pub trait DecoderModel {
         hook: &mut dyn LayerHook,
         positions: LogitPositions,
     ) -> Result<Tensor>;
+
+    /// `log p(token)` for each `(row, token)` target, `row` indexing the flattened
+    /// `[batch * len]` positions: a forward from `start` (no cache), then the final norm and
+    /// head on those rows only, in chunks, so the whole vocabulary is never held for every row.
+    fn target_logprobs(
+        &self,
+        batch: &TokenBatch,
+        start: Start,
+        hook: &mut dyn LayerHook,
+        targets: &[(u32, u32)],
+    ) -> Result<Vec<f32>>;
 }

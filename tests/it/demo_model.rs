@@ -14,7 +14,8 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device};
 use train_vector::data::{load_pairs, ContrastType, DataSource};
-use train_vector::evaluate::behaviour;
+use train_vector::evaluate::score::steered;
+use train_vector::evaluate::{ScoreOptions, Setup, TokenizedItem};
 use train_vector::model::ModelSpec;
 use train_vector::model::{load_model, LoadOptions, LoadedModel};
 use train_vector::train::{
@@ -229,17 +230,25 @@ fn harmfulness_vector_separates_and_steers_held_out_pairs() {
     middle_at_least(&h, ContrastType::Harmfulness, 0.9);
     // Steering with the vector moves the margin of the harmless (positive) continuation in
     // the multiplier's direction, on pairs it was not trained on.
-    let margins = behaviour(
+    let held: Vec<TokenizedItem> = h.held[..12]
+        .iter()
+        .map(|p| TokenizedItem::split(&[p.positive.clone(), p.negative.clone()]))
+        .collect();
+    let scores = steered(
         h.model.model.as_ref(),
-        &h.held[..12],
+        &held,
         &h.vector,
+        &[Setup::all(&h.vector)],
         &[-1.0, 0.0, 1.0],
+        &ScoreOptions {
+            max_batch_tokens: 4096,
+        },
+        &indicatif::ProgressBar::hidden(),
     )
     .unwrap();
-    let all: Vec<f64> = margins
+    let all: Vec<f64> = scores[0]
         .iter()
-        .filter(|m| m.steer == "all")
-        .map(|m| m.margin)
+        .map(|per_item| per_item.iter().map(|s| s[0] - s[1]).sum::<f64>() / per_item.len() as f64)
         .collect();
     eprintln!("harmfulness margins at -1, 0, 1 (all layers): {all:?}");
     assert!(all[0] < all[1] && all[1] < all[2], "{all:?}");

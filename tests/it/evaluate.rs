@@ -48,7 +48,14 @@ fn evaluate_json_matches_a_direct_computation() {
         .arg(tiny_model_dir())
         .args(["--vector"])
         .arg(&vfile)
-        .args(["--contrast-type", "tom", "--num-samples", "4", "--json"])
+        .args([
+            "--contrast-type",
+            "tom",
+            "--num-samples",
+            "4",
+            "--json",
+            "--per-layer",
+        ])
         .args(["--multipliers=-1,0.5"])
         .output()
         .unwrap();

@@ -4,12 +4,15 @@
 
 #![allow(clippy::print_stderr, clippy::print_stdout)]
 
+mod benchmark;
 mod cli;
 mod common;
+mod completions;
 mod crash_safety;
 mod data_quality;
 mod demo_model;
 mod evaluate;
 mod parity;
+mod real_data;
 mod steering;
 mod use_vectors;
