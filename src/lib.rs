@@ -22,6 +22,7 @@ pub mod model;
 pub mod naming;
 pub mod plot;
 pub mod resources;
+pub mod serve;
 pub mod steer;
 pub mod train;
 pub mod vector;

@@ -10,6 +10,7 @@ use super::evaluate::EvaluateArgs;
 use super::export::ExportArgs;
 use super::generate::GenerateArgs;
 use super::inspect::InspectArgs;
+use super::serve::ServeArgs;
 use super::train::TrainArgs;
 use crate::device::{DTypeSpec, DeviceSpec};
 use crate::error::{Error, Result};
@@ -69,6 +70,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Does a vector work? Choices on a benchmark or contrast pairs, steered and not, with intervals
     Evaluate(EvaluateArgs),
+    /// Try vectors in the browser and from any OpenAI client: one model, every vector of a directory
+    Serve(ServeArgs),
 }
 
 /// Where the model comes from and how it runs.

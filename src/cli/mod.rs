@@ -11,6 +11,7 @@ pub mod evaluate;
 pub mod export;
 pub mod generate;
 pub mod inspect;
+pub mod serve;
 pub mod train;
 
 use std::io::Write;
@@ -27,13 +28,18 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return bad_flag(e),
     };
-    crate::interrupt::install();
+    // The server stops on signals itself, letting requests finish; everything else stops at
+    // once, leaving nothing half-written.
+    if !matches!(cli.command, Some(args::Command::Serve(_))) {
+        crate::interrupt::install();
+    }
     let result = match &cli.command {
         None => train::run(&cli.train),
         Some(args::Command::Generate(a)) => generate::run(a),
         Some(args::Command::Inspect(a)) => inspect::run(a),
         Some(args::Command::Export(a)) => export::run(a),
         Some(args::Command::Evaluate(a)) => evaluate::run(a),
+        Some(args::Command::Serve(a)) => serve::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,5 +14,6 @@ mod demo_model;
 mod evaluate;
 mod parity;
 mod real_data;
+mod serve;
 mod steering;
 mod use_vectors;
