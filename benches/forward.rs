@@ -127,6 +127,8 @@ fn trainer(c: &mut Criterion) {
             max_pairs_per_batch: Some(batch_size),
             max_batch_tokens: 4096,
             progress: false,
+            shared_prefix: true,
+            ..Default::default()
         };
         group.bench_with_input(BenchmarkId::new("batch", batch_size), &opts, |b, o| {
             b.iter(|| train(model.as_ref(), &pairs, o).expect("train"))

@@ -18,6 +18,7 @@ pub mod generate;
 pub mod gguf_header;
 pub mod interrupt;
 pub mod layers;
+pub mod memory;
 pub mod model;
 pub mod naming;
 pub mod plot;

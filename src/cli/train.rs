@@ -14,6 +14,7 @@ use crate::device::describe;
 use crate::error::{Error, Result};
 use crate::file_set::check_writable;
 use crate::layers::LayerSpec;
+use crate::memory::{self, working_bytes, ByteSize, MemoryPlan};
 use crate::model::{load_model, LoadOptions, LoadedModel};
 use crate::naming::base_name;
 use crate::resources::peak_rss_bytes;
@@ -67,6 +68,21 @@ pub struct TrainArgs {
     /// Replace vector files that already exist instead of stopping
     #[arg(long)]
     pub overwrite: bool,
+
+    /// Memory the run may use (e.g. `512MiB`, `16GiB`, `2GB`) [default: what the machine has
+    /// free, on CPU]. When the needed blocks do not fit, they are read from the checkpoint one
+    /// at a time as the pairs run block by block; the vector is the same
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<ByteSize>,
+
+    /// Read blocks one at a time even if they would all fit (memory for about two blocks)
+    #[arg(long)]
+    pub stream_weights: bool,
+
+    /// Run both sides of every pair in full, even where they share a prefix (the vector is
+    /// the same either way; for comparisons)
+    #[arg(long, hide = true)]
+    pub no_prefix_sharing: bool,
 }
 
 /// Flags resolved, before anything is read.
@@ -83,6 +99,9 @@ pub struct TrainConfig {
     pub data: DataSource,
     pub progress: bool,
     pub overwrite: bool,
+    pub shared_prefix: bool,
+    pub max_memory: Option<u64>,
+    pub stream_weights: bool,
 }
 
 impl TrainConfig {
@@ -103,6 +122,9 @@ impl TrainConfig {
             data: DataSource::from_dir(a.data_dir.clone()),
             progress: !a.no_progress,
             overwrite: a.overwrite,
+            shared_prefix: !a.no_prefix_sharing,
+            max_memory: a.max_memory.map(|b| b.0),
+            stream_weights: a.stream_weights,
         }
     }
 
@@ -119,6 +141,7 @@ struct Session {
     device: Device,
     dtype: DType,
     max_batch_tokens: usize,
+    memory: MemoryPlan,
 }
 
 /// One vector's output files and base name.
@@ -146,6 +169,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     for (set, out) in sets.iter().zip(&outputs) {
         let (vector, stats) = train_set(&cfg, &session, set)?;
         total.tokens += stats.tokens;
+        total.forward_tokens += stats.forward_tokens;
         total.seconds += stats.seconds;
         save(&cfg, &session, set, out, vector, &stats)?;
         crate::interrupt::stop_if_requested();
@@ -228,9 +252,30 @@ fn open_model(cfg: &TrainConfig) -> Result<Session> {
     let device = cfg.model.device.open()?;
     let dtype = cfg.model.dtype.resolve(&device);
     let deepest = layers.last().copied().unwrap_or(0);
-    let opts = LoadOptions::for_training(device.clone(), dtype, Some(deepest + 1));
+    let max_batch_tokens = cfg
+        .max_batch_tokens
+        .unwrap_or_else(|| default_max_batch_tokens(&device));
+    let blocks = spec.block_bytes(deepest + 1, dtype)?;
+    let working = working_bytes(
+        max_batch_tokens,
+        spec.hidden_size(),
+        spec.config.intermediate_size,
+    );
+    let budget = cfg
+        .max_memory
+        .or_else(|| (!device.is_cuda()).then(memory::available).flatten());
+    let plan = memory::plan(&blocks, working, budget, cfg.stream_weights)?;
+    let mut opts = LoadOptions::for_training(device.clone(), dtype, Some(deepest + 1));
+    opts.stream_blocks = plan.stream;
     let loaded = load_model(spec, &opts)?;
     log!("  ✓ Model loaded ({:?} on {})", dtype, describe(&device));
+    if plan.stream {
+        log!(
+            "  Blocks are read one at a time as they run ({} held at most{})",
+            HumanBytes(plan.resident),
+            budget.map_or(String::new(), |b| format!(", within {}", HumanBytes(b)))
+        );
+    }
     log!("  Model has {num_layers} layers");
     match &cfg.layers {
         LayerSpec::All => log!("  Training on ALL {num_layers} layers"),
@@ -239,11 +284,10 @@ fn open_model(cfg: &TrainConfig) -> Result<Session> {
     Ok(Session {
         loaded,
         layers,
-        max_batch_tokens: cfg
-            .max_batch_tokens
-            .unwrap_or_else(|| default_max_batch_tokens(&device)),
+        max_batch_tokens,
         device,
         dtype,
+        memory: plan,
     })
 }
 
@@ -272,11 +316,15 @@ fn train_set(
         max_pairs_per_batch: cfg.batch_size,
         max_batch_tokens: s.max_batch_tokens,
         progress: cfg.progress,
+        shared_prefix: cfg.shared_prefix,
+        layer_major: s.memory.stream,
+        activation_budget: s.memory.activation_budget,
     };
     let (vector, stats) = train(model, &tokens, &opts)?;
     log!(
-        "  ✓ Training complete! ({} tokens in {} batches, {:.2}s)",
+        "  ✓ Training complete! ({} tokens, {} of them run with shared prefixes once, in {} batches, {:.2}s)",
         stats.tokens,
+        stats.forward_tokens,
         stats.batches,
         stats.seconds
     );
@@ -347,8 +395,9 @@ fn summary(outputs: &[Output], total: &TrainStats, started: Instant) {
     };
     let peak = peak_rss_bytes().map_or("unknown".to_string(), |b| HumanBytes(b).to_string());
     log!(
-        "\nTokens processed: {} ({rate:.0} tokens/s); total time {:.2}s; peak memory {peak}",
+        "\nTokens processed: {} ({} run, {rate:.0} tokens/s); total time {:.2}s; peak memory {peak}",
         total.tokens,
+        total.forward_tokens,
         started.elapsed().as_secs_f64(),
     );
 }

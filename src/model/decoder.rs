@@ -55,7 +55,11 @@ pub struct Decoder<B> {
     /// `sqrt(hidden_size)` rounded to the model dtype, as HF does, where the architecture
     /// scales embeddings.
     embed_scale: Option<Tensor>,
+    /// The loaded blocks; empty when they stream.
     layers: Vec<B>,
+    /// When blocks are read from the checkpoint one at a time instead: the text model's
+    /// tensors and how many blocks can run.
+    streamed: Option<(VarBuilder<'static>, usize)>,
     head: Option<LmHead>,
     global_inv_freq: Vec<f32>,
     sliding_inv_freq: Option<Vec<f32>>,
@@ -98,9 +102,19 @@ impl<B: Block> Decoder<B> {
             .num_blocks
             .unwrap_or(cfg.num_hidden_layers)
             .min(cfg.num_hidden_layers);
-        let layers = (0..n)
-            .map(|i| B::new(cfg, i, vb.pp("layers").pp(i)))
-            .collect::<Result<Vec<_>>>()?;
+        let (layers, streamed) = match opts.stream_blocks {
+            // The first block is built once up front, so a checkpoint that cannot load fails here.
+            true => {
+                B::new(cfg, 0, vb.pp("layers").pp(0))?;
+                (Vec::new(), Some((vb.clone(), n)))
+            }
+            false => {
+                let layers = (0..n)
+                    .map(|i| B::new(cfg, i, vb.pp("layers").pp(i)))
+                    .collect::<Result<Vec<_>>>()?;
+                (layers, None)
+            }
+        };
         let head = if opts.with_head {
             let norm = RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, cfg.norm, vb.pp("norm"))?;
             let weight = match (lm_head, &embed_tokens) {
@@ -127,6 +141,7 @@ impl<B: Block> Decoder<B> {
             embed_tokens,
             embed_scale,
             layers,
+            streamed,
             head,
             global_inv_freq,
             sliding_inv_freq,
@@ -188,16 +203,11 @@ impl<B: Block> Decoder<B> {
         let ctx = self.context(batch, cache.as_deref())?;
         let mut xs = match input {
             Some(xs) => xs.clone(),
-            None => {
-                let xs = self.embed_tokens.forward(&batch.input_ids)?;
-                match &self.embed_scale {
-                    Some(scale) => xs.broadcast_mul(scale)?,
-                    None => xs,
-                }
-            }
+            None => self.embed(batch)?,
         };
         for i in blocks {
-            xs = self.layers[i].forward(&xs, &ctx, cache.as_deref_mut().map(|c| (c, i)))?;
+            let block = self.block(i)?;
+            xs = block.forward(&xs, &ctx, cache.as_deref_mut().map(|c| (c, i)))?;
             if let Some(replaced) = hook.after_block(i, &xs)? {
                 xs = replaced;
             }
@@ -208,13 +218,52 @@ impl<B: Block> Decoder<B> {
         Ok(xs)
     }
 
+    /// Token embeddings, scaled where the architecture scales them.
+    fn embed(&self, batch: &TokenBatch) -> Result<Tensor> {
+        let xs = self.embed_tokens.forward(&batch.input_ids)?;
+        Ok(match &self.embed_scale {
+            Some(scale) => xs.broadcast_mul(scale)?,
+            None => xs,
+        })
+    }
+
+    /// Block `i`: the loaded one, or read from the checkpoint now.
+    fn block(&self, i: usize) -> Result<Held<'_, B>> {
+        match &self.streamed {
+            None => Ok(Held::Loaded(&self.layers[i])),
+            Some((vb, _)) => Ok(Held::Read(B::new(&self.cfg, i, vb.pp("layers").pp(i))?)),
+        }
+    }
+
+    fn blocks(&self) -> usize {
+        self.streamed
+            .as_ref()
+            .map_or(self.layers.len(), |(_, n)| *n)
+    }
+
     fn head(&self) -> Result<&LmHead> {
-        if self.layers.len() < self.cfg.num_hidden_layers {
+        if self.blocks() < self.cfg.num_hidden_layers {
             return Err(Error::new("logits need every block loaded"));
         }
         self.head
             .as_ref()
             .ok_or_else(|| Error::new("the model was loaded without its LM head"))
+    }
+}
+
+/// A block borrowed from the loaded ones, or read for this use only.
+enum Held<'a, B> {
+    Loaded(&'a B),
+    Read(B),
+}
+
+impl<B> std::ops::Deref for Held<'_, B> {
+    type Target = B;
+    fn deref(&self) -> &B {
+        match self {
+            Held::Loaded(b) => b,
+            Held::Read(b) => b,
+        }
     }
 }
 
@@ -240,7 +289,11 @@ impl<B: Block> DecoderModel for Decoder<B> {
     }
 
     fn loaded_layers(&self) -> usize {
-        self.layers.len()
+        self.blocks()
+    }
+
+    fn streams_blocks(&self) -> bool {
+        self.streamed.is_some()
     }
 
     fn device(&self) -> &Device {
@@ -253,13 +306,66 @@ impl<B: Block> DecoderModel for Decoder<B> {
         last_layer: usize,
         hook: &mut dyn LayerHook,
     ) -> Result<Tensor> {
-        if last_layer >= self.layers.len() {
+        if last_layer >= self.blocks() {
             return Err(Error::new(format!(
                 "layer {last_layer} was not loaded ({} blocks loaded)",
-                self.layers.len()
+                self.blocks()
             )));
         }
         self.run(batch, 0..last_layer + 1, None, None, hook)
+    }
+
+    fn forward_layer_major(
+        &self,
+        batches: &[TokenBatch],
+        last_layer: usize,
+        visit: &mut dyn FnMut(usize, usize, &Tensor) -> Result<()>,
+    ) -> Result<()> {
+        if last_layer >= self.blocks() {
+            return Err(Error::new(format!(
+                "layer {last_layer} was not loaded ({} blocks loaded)",
+                self.blocks()
+            )));
+        }
+        let mut states = batches
+            .iter()
+            .map(|b| self.embed(b))
+            .collect::<Result<Vec<_>>>()?;
+        let contexts = batches
+            .iter()
+            .map(|b| self.context(b, None))
+            .collect::<Result<Vec<_>>>()?;
+        let mut run = |k: usize, block: &B| -> Result<()> {
+            for (i, (xs, ctx)) in states.iter_mut().zip(&contexts).enumerate() {
+                *xs = block.forward(xs, ctx, None)?;
+                visit(k, i, xs)?;
+            }
+            Ok(())
+        };
+        let Some((vb, _)) = &self.streamed else {
+            for k in 0..=last_layer {
+                run(k, &self.layers[k])?;
+            }
+            return Ok(());
+        };
+        // One block runs while the next is read; at most two are held.
+        let cfg = &self.cfg;
+        let load = |k: usize| B::new(cfg, k, vb.pp("layers").pp(k));
+        std::thread::scope(|scope| -> Result<()> {
+            let mut next = Some(scope.spawn(move || load(0)));
+            for k in 0..=last_layer {
+                let block = next
+                    .take()
+                    .ok_or_else(|| Error::new("no block was read"))?
+                    .join()
+                    .map_err(|_| Error::new(format!("reading block {k} failed")))??;
+                if k < last_layer {
+                    next = Some(scope.spawn(move || load(k + 1)));
+                }
+                run(k, &block)?;
+            }
+            Ok(())
+        })
     }
 
     fn forward_logits(

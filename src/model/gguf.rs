@@ -144,6 +144,17 @@ impl GgufCheckpoint {
         ))
     }
 
+    /// Elements of block `k`'s tensors (what they take once dequantized).
+    pub fn block_elements(&self, k: usize) -> u64 {
+        let prefix = format!("blk.{k}.");
+        self.content
+            .tensor_infos
+            .iter()
+            .filter(|(name, _)| name.starts_with(&prefix))
+            .map(|(_, t)| t.shape.elem_count() as u64)
+            .sum()
+    }
+
     /// A tokenizer built from the file's own vocabulary, where that tokenizes like HF: GPT-2
     /// style byte-level BPE (SmolLM2, Qwen2, Llama-3). SentencePiece vocabularies (Gemma,
     /// Llama-2) are not rebuilt: their GGUF form loses what HF's tokenizer.json keeps.

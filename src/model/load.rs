@@ -34,6 +34,26 @@ impl ModelSpec {
     pub fn hidden_size(&self) -> usize {
         self.config.hidden_size
     }
+
+    /// Bytes the weights of blocks `0..n` take in memory as `dtype`, per block.
+    pub fn block_bytes(&self, n: usize, dtype: DType) -> Result<Vec<u64>> {
+        let size = dtype.size_in_bytes() as u64;
+        let files = match &self.gguf {
+            Some(ckpt) => return Ok((0..n).map(|k| ckpt.block_elements(k) * size).collect()),
+            None => SafetensorsFiles::open(&self.files.weights)?,
+        };
+        let prefixes = self.config.architecture.text_prefixes;
+        Ok((0..n)
+            .map(|k| {
+                let elements = prefixes
+                    .iter()
+                    .map(|p| files.elements_with_prefix(&format!("{p}.layers.{k}.")))
+                    .max()
+                    .unwrap_or(0);
+                elements * size
+            })
+            .collect())
+    }
 }
 
 pub struct LoadOptions {
@@ -46,6 +66,9 @@ pub struct LoadOptions {
     pub full_embedding: bool,
     /// Load the final norm and LM head, for logits (generation, evaluation).
     pub with_head: bool,
+    /// Read each block from the checkpoint when it runs instead of holding them all: memory
+    /// for about two blocks, whatever the model's size (layer-major passes read each once).
+    pub stream_blocks: bool,
 }
 
 impl LoadOptions {
@@ -57,6 +80,7 @@ impl LoadOptions {
             num_blocks,
             full_embedding: false,
             with_head: false,
+            stream_blocks: false,
         }
     }
 
@@ -68,6 +92,7 @@ impl LoadOptions {
             num_blocks: None,
             full_embedding: false,
             with_head: true,
+            stream_blocks: false,
         }
     }
 }

@@ -132,6 +132,8 @@ pub trait DecoderModel: Send + Sync {
     /// Blocks whose weights are loaded: the forward can run through `0..loaded_layers()`.
     fn loaded_layers(&self) -> usize;
     fn device(&self) -> &Device;
+    /// Whether blocks are read from the checkpoint as they run rather than held.
+    fn streams_blocks(&self) -> bool;
 
     /// Decoder blocks in the checkpoint.
     fn num_layers(&self) -> usize {
@@ -155,6 +157,16 @@ pub trait DecoderModel: Send + Sync {
         last_layer: usize,
         hook: &mut dyn LayerHook,
     ) -> Result<Tensor>;
+
+    /// Runs every batch through blocks `0..=last_layer` block by block: each block runs over
+    /// all batches before the next starts, so a streaming model reads each block once (the next
+    /// while this one runs). `visit(layer, batch, residual)` sees every block's output.
+    fn forward_layer_major(
+        &self,
+        batches: &[TokenBatch],
+        last_layer: usize,
+        visit: &mut dyn FnMut(usize, usize, &Tensor) -> Result<()>,
+    ) -> Result<()>;
 
     /// Runs every block (continuing `cache` when given: one plain sequence, or slotted rows),
     /// then the final norm and LM head: f32 logits at `positions`. Needs a model loaded with

@@ -133,6 +133,15 @@ impl SafetensorsFiles {
         )?)
     }
 
+    /// Elements of every tensor whose name starts with `prefix`.
+    pub fn elements_with_prefix(&self, prefix: &str) -> u64 {
+        self.entries
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, e)| e.shape.iter().product::<usize>() as u64)
+            .sum()
+    }
+
     pub fn shape(&self, name: &str) -> Option<&[usize]> {
         self.entries.get(name).map(|e| e.shape.as_slice())
     }

@@ -710,3 +710,57 @@ fn non_finite_activations_name_the_layer_and_pair() {
         "{err}"
     );
 }
+
+#[test]
+fn bad_memory_budgets() {
+    for bad in ["abc", "0", "10QB", "1.2.3GB"] {
+        assert_fails(&[&format!("--max-memory={bad}")], "`--max-memory`");
+    }
+    assert_fails(&["--max-memory=-1GB"], "`--max-memory`");
+    // Less than two of the fixture's blocks (145 KiB each in f32) and the forward.
+    let err = assert_fails(&["--max-memory", "64KiB"], "two blocks of");
+    assert!(err.contains("hint: allow at least"), "{err}");
+}
+
+/// Streaming the blocks (forced, or because the budget is small) writes the vector a normal
+/// run writes.
+#[test]
+fn streamed_training_writes_the_same_vector() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model_dir();
+    let train = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "--contrast-type",
+            "irony",
+            "--model",
+            model.to_str().unwrap(),
+            "--num-samples",
+            "12",
+            "--max-batch-tokens",
+            "64",
+            "--no-progress",
+            "--output-dir",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = run(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let path = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .unwrap()
+            .to_string();
+        (SteeringVector::load(Path::new(&path)).unwrap(), stderr(&o))
+    };
+    let (plain, log) = train(&tmp.path().join("a"), &[]);
+    assert!(!log.contains("read one at a time"), "{log}");
+    // The same batches either way, so the same vector bit for bit.
+    for extra in [&["--stream-weights"][..], &["--max-memory", "760KiB"]] {
+        let (streamed, log) = train(&tmp.path().join(extra[0].trim_start_matches('-')), extra);
+        assert!(log.contains("read one at a time"), "{extra:?}: {log}");
+        assert_eq!(
+            streamed.layer_activations, plain.layer_activations,
+            "{extra:?}"
+        );
+    }
+}

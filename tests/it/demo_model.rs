@@ -76,6 +76,8 @@ fn assert_matches_hf(model_dir: &str, golden: &str) {
         max_pairs_per_batch: None,
         max_batch_tokens: 4096,
         progress: false,
+        shared_prefix: true,
+        ..Default::default()
     };
     let (got, _) = train(m.model.as_ref(), &tokens, &opts).unwrap();
     let mut worst = f64::MAX;
@@ -161,6 +163,8 @@ fn held_out(contrast: ContrastType, with_head: bool) -> Option<HeldOut> {
         max_pairs_per_batch: None,
         max_batch_tokens: 4096,
         progress: false,
+        shared_prefix: true,
+        ..Default::default()
     };
     let train_tokens = tokenize_pairs(&m.tokenizer, &trained, m.model.as_ref()).unwrap();
     let (vector, _) = train(m.model.as_ref(), &train_tokens, &opts).unwrap();

@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 
 use crate::common::{cosine, load, rel_l2, tiny_model_dir, Golden};
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use train_vector::data::ContrastPair;
 use train_vector::layers::LayerSpec;
-use train_vector::model::{DecoderModel, LayerHook, TokenBatch};
+use train_vector::model::{
+    load_model, DecoderModel, LayerHook, LoadOptions, ModelSpec, TokenBatch,
+};
 use train_vector::train::{tokenize_pairs, train, LayerVectors, TrainOptions};
 
 /// Residual tolerance per prompt and layer in f32 (relative L2).
@@ -66,6 +68,8 @@ fn train_golden_batched(
         max_pairs_per_batch: max_pairs,
         max_batch_tokens: max_tokens,
         progress: false,
+        shared_prefix: true,
+        ..Default::default()
     };
     train(m.model.as_ref(), &tokens, &opts)
         .unwrap()
@@ -226,6 +230,8 @@ fn loading_fewer_blocks_gives_the_same_vector() {
         max_pairs_per_batch: Some(3),
         max_batch_tokens: 4096,
         progress: false,
+        shared_prefix: true,
+        ..Default::default()
     };
     let got = train(m.model.as_ref(), &tokens, &opts)
         .unwrap()
@@ -283,6 +289,8 @@ fn assert_architecture_parity(model_dir: &str, golden: &str) {
         max_pairs_per_batch: None,
         max_batch_tokens: 4096,
         progress: false,
+        shared_prefix: true,
+        ..Default::default()
     };
     let got = train(m.model.as_ref(), &tokens, &opts)
         .unwrap()
@@ -314,4 +322,104 @@ fn qwen2_matches_hf() {
 #[test]
 fn mistral_matches_hf() {
     assert_architecture_parity("tiny-mistral", "tiny-mistral");
+}
+
+/// Running each pair's shared prefix once gives the vector of running both sides in full, on
+/// every fixture architecture (Gemma-2's sliding window and soft-cap included), with the
+/// shipped ToM pairs (long shared scenarios) and the golden pairs; fewer tokens are run.
+#[test]
+fn shared_prefixes_do_not_change_the_vector() {
+    let golden = Golden::load();
+    for dir in [
+        "tiny-gemma2",
+        "tiny-gemma3",
+        "tiny-llama",
+        "tiny-mistral",
+        "tiny-qwen2",
+    ] {
+        let m = load(&crate::common::fixtures().join(dir), DType::F32, None);
+        let tom = train_vector::data::load_pairs(
+            &train_vector::data::DataSource::Shipped,
+            train_vector::data::ContrastType::Tom,
+            Some(12),
+        )
+        .unwrap()
+        .pairs;
+        for (what, pairs) in [("tom", tom), ("golden", golden_pairs(&golden))] {
+            let tokens = tokenize_pairs(&m.tokenizer, &pairs, m.model.as_ref()).unwrap();
+            let run = |shared_prefix: bool, max_batch_tokens: usize| {
+                let opts = TrainOptions {
+                    layers: (0..m.model.num_layers()).collect(),
+                    max_pairs_per_batch: None,
+                    max_batch_tokens,
+                    progress: false,
+                    shared_prefix,
+                    ..Default::default()
+                };
+                train(m.model.as_ref(), &tokens, &opts).unwrap()
+            };
+            let (full, full_stats) = run(false, 4096);
+            for budget in [4096, 300] {
+                let (shared, stats) = run(true, budget);
+                assert_eq!(stats.tokens, full_stats.tokens);
+                for (k, v) in &full.layer_activations {
+                    let err = rel_l2(&shared.layer_activations[k], v);
+                    assert!(
+                        err <= BATCH_TOL,
+                        "{dir} {what} layer {k} budget {budget}: {err:e}"
+                    );
+                }
+                if what == "tom" {
+                    assert!(stats.forward_tokens < full_stats.forward_tokens, "{dir}");
+                }
+            }
+        }
+    }
+}
+
+/// Block by block (layer-major), and with blocks read from the checkpoint as they run
+/// (streaming), the vector is the one of the usual batch-by-batch run: bit for bit, since every
+/// batch meets the same operations; also in small groups of batches, and from sharded weights.
+#[test]
+fn layer_major_and_streamed_runs_give_the_same_vector() {
+    let golden = Golden::load();
+    for dir in [
+        "tiny-gemma2",
+        "tiny-gemma2-sharded",
+        "tiny-gemma3",
+        "tiny-llama",
+        "tiny-mistral",
+        "tiny-qwen2",
+    ] {
+        let path = crate::common::fixtures().join(dir);
+        let pairs = golden_pairs(&golden);
+        let run = |stream: bool, layer_major: bool, activation_budget: Option<u64>| {
+            let spec = ModelSpec::open(path.to_str().unwrap(), None).unwrap();
+            let mut load = LoadOptions::for_training(Device::Cpu, DType::F32, None);
+            load.stream_blocks = stream;
+            let m = load_model(spec, &load).unwrap();
+            assert_eq!(m.model.streams_blocks(), stream);
+            let tokens = tokenize_pairs(&m.tokenizer, &pairs, m.model.as_ref()).unwrap();
+            let opts = TrainOptions {
+                layers: vec![0, 2, 3],
+                max_batch_tokens: 128,
+                layer_major,
+                activation_budget,
+                ..Default::default()
+            };
+            train(m.model.as_ref(), &tokens, &opts).unwrap().0
+        };
+        let plain = run(false, false, None);
+        for (stream, layer_major, budget) in [
+            (false, true, None),
+            (true, false, None),
+            (true, true, Some(40_000)),
+        ] {
+            let got = run(stream, layer_major, budget);
+            assert_eq!(
+                got.layer_activations, plain.layer_activations,
+                "{dir} {stream} {budget:?}"
+            );
+        }
+    }
 }

@@ -8,6 +8,8 @@ use candle_core::{DType, Tensor};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokenizers::Tokenizer;
 
+pub mod units;
+
 use crate::data::ContrastPair;
 use crate::error::{Error, Result};
 use crate::model::{DecoderModel, LayerHook, TokenBatch};
@@ -74,6 +76,28 @@ pub struct TrainOptions {
     /// Padded tokens (sequences x longest) per forward call; a longer sequence runs alone.
     pub max_batch_tokens: usize,
     pub progress: bool,
+    /// Run the prefix a pair's two sides share once (exact; see [`units`]).
+    pub shared_prefix: bool,
+    /// Run block by block over all batches instead of batch by batch (a streaming model is
+    /// always run so): each block is read once per group of batches.
+    pub layer_major: bool,
+    /// Bytes the residual streams of one group of batches may take in a layer-major run;
+    /// `None`: every batch in one group.
+    pub activation_budget: Option<u64>,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            layers: Vec::new(),
+            max_pairs_per_batch: None,
+            max_batch_tokens: 4096,
+            progress: false,
+            shared_prefix: true,
+            layer_major: false,
+            activation_budget: None,
+        }
+    }
 }
 
 /// The default token budget per forward call: what fits comfortably on each kind of device.
@@ -89,8 +113,10 @@ pub fn default_max_batch_tokens(device: &candle_core::Device) -> usize {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TrainStats {
     pub pairs: usize,
-    /// Real (non-pad) tokens run through the model.
+    /// Tokens of both sides of every pair, in full.
     pub tokens: usize,
+    /// Real (non-pad) tokens run through the model: shared prefixes count once.
+    pub forward_tokens: usize,
     /// Forward calls made.
     pub batches: usize,
     pub seconds: f64,
@@ -108,24 +134,7 @@ pub fn plan_batches(
     max_seqs: Option<usize>,
     max_tokens: usize,
 ) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..lengths.len()).collect();
-    order.sort_by_key(|&i| (std::cmp::Reverse(lengths[i]), i));
-    let cap = max_seqs.unwrap_or(usize::MAX).max(1);
-    let mut batches: Vec<Vec<usize>> = Vec::new();
-    let mut current: Vec<usize> = Vec::new();
-    for i in order {
-        // `current[0]` is the longest in its batch, so it sets the padded width.
-        let width = current.first().map_or(lengths[i], |&f| lengths[f]);
-        if !current.is_empty() && (current.len() >= cap || (current.len() + 1) * width > max_tokens)
-        {
-            batches.push(std::mem::take(&mut current));
-        }
-        current.push(i);
-    }
-    if !current.is_empty() {
-        batches.push(current);
-    }
-    batches
+    units::plan(lengths, &vec![1; lengths.len()], max_seqs, max_tokens)
 }
 
 /// Captures the last real token of every sequence at the requested layers.
@@ -166,52 +175,87 @@ fn visit_last_tokens(
         return Err(Error::new("no layers to train"));
     };
     let wanted: BTreeSet<usize> = opts.layers.iter().copied().collect();
-    // Sequence 2i is pair i's positive side, 2i + 1 its negative side.
-    let seqs: Vec<&[u32]> = pairs
-        .iter()
-        .flat_map(|p| [p.positive.as_slice(), p.negative.as_slice()])
-        .collect();
-    let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
-    let plan = plan_batches(
-        &lengths,
-        opts.max_pairs_per_batch.map(|n| 2 * n),
-        opts.max_batch_tokens,
-    );
+    let units = units::units(pairs, opts.shared_prefix);
+    let plan = units::plan_units(&units, opts.max_pairs_per_batch, opts.max_batch_tokens);
     let mut sides_done = vec![0u8; pairs.len()];
     let bar = progress_bar(pairs.len(), opts.progress);
     let start = Instant::now();
-    let mut tokens = 0;
-
+    let (mut tokens, mut forward_tokens) = (0, 0);
+    let pad = model.config().pad_token_id;
+    let mut batches = Vec::with_capacity(plan.len());
     for members in &plan {
-        let batch_seqs: Vec<&[u32]> = members.iter().map(|&i| seqs[i]).collect();
-        let pad = model.config().pad_token_id;
-        let batch = TokenBatch::new(&batch_seqs, pad, model.device())?;
-        let mut hook = ReadLastToken {
-            layers: &wanted,
-            rows: batch.last_token_rows()?,
-            captured: Vec::new(),
-        };
-        model.forward_blocks(&batch, deepest, &mut hook)?;
-        tokens += batch.real_tokens();
-
-        for (layer, acts) in hook.captured {
-            let acts: Vec<Vec<f32>> = acts.to_vec2()?;
-            for (&seq, act) in members.iter().zip(&acts) {
-                let (pair, positive) = (seq / 2, seq % 2 == 0);
-                if act.iter().any(|x| !x.is_finite()) {
-                    let side = if positive { "positive" } else { "negative" };
-                    return Err(Error::new(format!(
-                        "non-finite activation at layer {layer} for pair {pair} ({side})"
-                    ))
-                    .with_hint("reduced precision can overflow; try `--dtype f32`"));
+        let rows: Vec<&units::Unit> = members.iter().map(|&i| &units[i]).collect();
+        let (batch, read_rows, reads) = units::batch(&rows, pad, model.device())?;
+        tokens += rows.iter().map(|u| u.text_tokens).sum::<usize>();
+        forward_tokens += batch.real_tokens();
+        batches.push((batch, Tensor::new(read_rows, model.device())?, reads));
+    }
+    // Each read side's activation (`[reads, hidden]`) at a wanted layer, checked and handed on.
+    let mut take = |layer: usize, acts: &Tensor, reads: &[units::Read]| -> Result<()> {
+        let acts: Vec<Vec<f32>> = acts.to_dtype(DType::F32)?.to_vec2()?;
+        for (read, act) in reads.iter().zip(&acts) {
+            let (pair, positive) = (read.pair, read.positive);
+            if act.iter().any(|x| !x.is_finite()) {
+                let side = if positive { "positive" } else { "negative" };
+                return Err(Error::new(format!(
+                    "non-finite activation at layer {layer} for pair {pair} ({side})"
+                ))
+                .with_hint("reduced precision can overflow; try `--dtype f32`"));
+            }
+            visit(layer, pair, positive, act)?;
+            if layer == deepest {
+                sides_done[pair] += 1;
+                if sides_done[pair] == 2 {
+                    bar.inc(1);
                 }
-                visit(layer, pair, positive, act)?;
             }
         }
-        for &seq in members {
-            sides_done[seq / 2] += 1;
-            if sides_done[seq / 2] == 2 {
-                bar.inc(1);
+        Ok(())
+    };
+    if opts.layer_major || model.streams_blocks() {
+        let hidden_bytes = (model.hidden_size() * 4) as u64;
+        let mut group: Vec<usize> = Vec::new();
+        let mut group_bytes = 0;
+        let budget = opts.activation_budget.unwrap_or(u64::MAX);
+        for i in 0..=batches.len() {
+            let bytes = batches.get(i).map_or(0, |(b, _, _)| {
+                (b.lengths.len() * b.max_len()) as u64 * hidden_bytes
+            });
+            let flush = i == batches.len() || (!group.is_empty() && group_bytes + bytes > budget);
+            if flush && !group.is_empty() {
+                let members: Vec<TokenBatch> =
+                    group.iter().map(|&g| batches[g].0.clone()).collect();
+                let g = std::mem::take(&mut group);
+                model.forward_layer_major(&members, deepest, &mut |layer, bi, residual| {
+                    if !wanted.contains(&layer) {
+                        return Ok(());
+                    }
+                    let (_, rows, reads) = &batches[g[bi]];
+                    let (b, t, h) = residual.dims3()?;
+                    take(
+                        layer,
+                        &residual.reshape((b * t, h))?.index_select(rows, 0)?,
+                        reads,
+                    )
+                })?;
+                group_bytes = 0;
+                crate::interrupt::stop_if_requested();
+            }
+            if i < batches.len() {
+                group.push(i);
+                group_bytes += bytes;
+            }
+        }
+    } else {
+        for (batch, rows, reads) in &batches {
+            let mut hook = ReadLastToken {
+                layers: &wanted,
+                rows: rows.clone(),
+                captured: Vec::new(),
+            };
+            model.forward_blocks(batch, deepest, &mut hook)?;
+            for (layer, acts) in hook.captured {
+                take(layer, &acts, reads)?;
             }
         }
     }
@@ -219,6 +263,7 @@ fn visit_last_tokens(
     Ok(TrainStats {
         pairs: pairs.len(),
         tokens,
+        forward_tokens,
         batches: plan.len(),
         seconds: start.elapsed().as_secs_f64(),
     })
