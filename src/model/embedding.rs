@@ -4,15 +4,40 @@
 
 use candle_core::{DType, Device, Tensor};
 
+use super::gguf::GgufCheckpoint;
 use super::weights::SafetensorsFiles;
 use crate::error::{Error, Result};
+
+/// A checkpoint that can read single rows of a tensor.
+#[derive(Clone)]
+pub enum RowSource {
+    Safetensors(SafetensorsFiles),
+    /// Rows of quantized blocks, dequantized as they are read.
+    Gguf(GgufCheckpoint),
+}
+
+impl RowSource {
+    fn read_rows(&self, name: &str, ids: &[u32], device: &Device) -> Result<Tensor> {
+        match self {
+            RowSource::Safetensors(f) => f.read_rows(name, ids, device),
+            RowSource::Gguf(g) => g.read_rows(name, ids, device),
+        }
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        match self {
+            RowSource::Safetensors(f) => f.shape(name).map(<[usize]>::to_vec),
+            RowSource::Gguf(g) => g.shape(name),
+        }
+    }
+}
 
 pub enum TokenEmbedding {
     /// The whole `[vocab, hidden]` table in memory.
     Full(Tensor),
     /// Rows read on demand from the checkpoint tensor `name`.
     Rows {
-        files: SafetensorsFiles,
+        files: RowSource,
         name: String,
         dtype: DType,
         device: Device,
@@ -22,14 +47,14 @@ pub enum TokenEmbedding {
 impl TokenEmbedding {
     /// Row-wise access to `name`, checking its shape first.
     pub fn rows(
-        files: &SafetensorsFiles,
+        files: &RowSource,
         name: &str,
         (vocab, hidden): (usize, usize),
         dtype: DType,
         device: &Device,
     ) -> Result<TokenEmbedding> {
         match files.shape(name) {
-            Some(s) if s == [vocab, hidden] => Ok(TokenEmbedding::Rows {
+            Some(s) if s[..] == [vocab, hidden] => Ok(TokenEmbedding::Rows {
                 files: files.clone(),
                 name: name.to_string(),
                 dtype,

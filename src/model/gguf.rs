@@ -144,6 +144,45 @@ impl GgufCheckpoint {
         ))
     }
 
+    /// Rows `ids` of the HF-named 2-D tensor `hf` (the embedding), dequantized to f32 as
+    /// `[ids.len(), cols]`: only those rows' quantized blocks are read from the file.
+    pub fn read_rows(&self, hf: &str, ids: &[u32], dev: &Device) -> Result<Tensor> {
+        use std::os::unix::fs::FileExt;
+        let name = self
+            .gguf_name(hf)
+            .ok_or_else(|| Error::new(format!("`{}` has no tensor for `{hf}`", self.path.display())))?;
+        let info = self.content.tensor_infos.get(&name).ok_or_else(|| {
+            Error::new(format!("`{}` has no tensor `{name}`", self.path.display()))
+        })?;
+        let [rows, cols] = info.shape.dims()[..] else {
+            return Err(Error::new(format!("tensor `{name}` is not 2-D")));
+        };
+        let dtype = info.ggml_dtype;
+        if cols % dtype.block_size() != 0 {
+            return Err(Error::new(format!("tensor `{name}` rows do not hold whole quantization blocks")));
+        }
+        let row_bytes = cols / dtype.block_size() * dtype.type_size();
+        let mut raw = vec![0u8; ids.len() * row_bytes];
+        let file = self.file.lock().map_err(|_| Error::new("GGUF reader poisoned"))?;
+        let start = self.content.tensor_data_offset + info.offset;
+        for (chunk, &id) in raw.chunks_exact_mut(row_bytes).zip(ids) {
+            if id as usize >= rows {
+                return Err(Error::new(format!("token id {id} is outside `{name}` ({rows} rows)")));
+            }
+            file.read_exact_at(chunk, start + id as u64 * row_bytes as u64)
+                .map_err(|e| Error::new(format!("cannot read `{name}` rows: {e}")))?;
+        }
+        drop(file);
+        let q = candle_core::quantized::ggml_file::qtensor_from_ggml(dtype, &raw, vec![ids.len(), cols], &Device::Cpu)?;
+        Ok(q.dequantize(&Device::Cpu)?.to_device(dev)?)
+    }
+
+    /// The shape of the HF-named tensor `hf`, when the file has it.
+    pub fn shape(&self, hf: &str) -> Option<Vec<usize>> {
+        let name = self.gguf_name(hf)?;
+        Some(self.content.tensor_infos.get(&name)?.shape.dims().to_vec())
+    }
+
     /// Elements of block `k`'s tensors (what they take once dequantized).
     pub fn block_elements(&self, k: usize) -> u64 {
         let prefix = format!("blk.{k}.");

@@ -14,7 +14,7 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 use safetensors::tensor::Metadata;
 
-use super::embedding::TokenEmbedding;
+use super::embedding::{RowSource, TokenEmbedding};
 use super::gguf::GgufCheckpoint;
 
 use crate::error::{Error, Result};
@@ -228,7 +228,7 @@ impl SimpleBackend for SafetensorsFiles {
 /// format allows them (safetensors).
 pub struct WeightSource {
     root: VarBuilder<'static>,
-    rows: Option<SafetensorsFiles>,
+    rows: Option<RowSource>,
 }
 
 impl WeightSource {
@@ -236,13 +236,16 @@ impl WeightSource {
         let root = VarBuilder::from_backend(Box::new(files.clone()), dtype, device.clone());
         Self {
             root,
-            rows: Some(files),
+            rows: Some(RowSource::Safetensors(files)),
         }
     }
 
     pub fn gguf(ckpt: GgufCheckpoint, dtype: DType, device: &Device) -> Self {
-        let root = VarBuilder::from_backend(Box::new(ckpt), dtype, device.clone());
-        Self { root, rows: None }
+        let root = VarBuilder::from_backend(Box::new(ckpt.clone()), dtype, device.clone());
+        Self {
+            root,
+            rows: Some(RowSource::Gguf(ckpt)),
+        }
     }
 
     /// Tensors already in memory, by checkpoint name.
