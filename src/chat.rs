@@ -37,6 +37,19 @@ impl ChatFormat {
     /// puts it: its own turn (ChatML, Llama-3), or before the first user turn (Gemma, `[INST]`,
     /// which have no system role).
     pub fn render(self, messages: &[Message]) -> String {
+        let mut out = self.transcript(messages);
+        out.push_str(match self {
+            ChatFormat::Gemma => "<start_of_turn>model\n",
+            ChatFormat::ChatMl => "<|im_start|>assistant\n",
+            ChatFormat::Llama3 => "<|start_header_id|>assistant<|end_header_id|>\n\n",
+            ChatFormat::Inst => "",
+        });
+        out
+    }
+
+    /// A conversation as it stands, each turn closed (no reply started): how a chat-formatted
+    /// contrast side reads.
+    pub fn transcript(self, messages: &[Message]) -> String {
         let system: Vec<&str> = messages
             .iter()
             .filter(|m| m.role == Role::System)
@@ -62,12 +75,6 @@ impl ChatFormat {
                 (_, Role::Assistant) => out.push_str(&self.turn("assistant", &m.content)),
             }
         }
-        out.push_str(match self {
-            ChatFormat::Gemma => "<start_of_turn>model\n",
-            ChatFormat::ChatMl => "<|im_start|>assistant\n",
-            ChatFormat::Llama3 => "<|start_header_id|>assistant<|end_header_id|>\n\n",
-            ChatFormat::Inst => "",
-        });
         out
     }
 

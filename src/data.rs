@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::chat::{ChatFormat, Message, Role};
 use crate::error::{Error, Result};
 use indicatif::HumanBytes;
 
@@ -169,6 +170,45 @@ pub fn parse_contrast_types(spec: &str) -> Result<Vec<ContrastType>> {
 pub struct ContrastPair {
     pub positive: String,
     pub negative: String,
+    /// The prompt both sides answer and each side's own answer, when the entry has a prompt
+    /// field (a type's shared prefix, or `prompt` in a plain pair file): for `--chat`.
+    pub turns: Option<Turns>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turns {
+    pub prompt: String,
+    pub positive: String,
+    pub negative: String,
+}
+
+impl ContrastPair {
+    pub fn new(positive: impl Into<String>, negative: impl Into<String>) -> ContrastPair {
+        ContrastPair {
+            positive: positive.into(),
+            negative: negative.into(),
+            turns: None,
+        }
+    }
+
+    /// Both sides through a chat format: as the model's answers to the entry's prompt when it
+    /// has one, else each side as a user turn. Either way each side ends with the format's
+    /// end-of-turn marker.
+    pub fn in_chat(&self, format: ChatFormat) -> ContrastPair {
+        let msg = |role, content: &str| Message {
+            role,
+            content: content.to_string(),
+        };
+        let side = |own: &str| match &self.turns {
+            Some(t) => format.transcript(&[msg(Role::User, &t.prompt), msg(Role::Assistant, own)]),
+            None => format.transcript(&[msg(Role::User, own)]),
+        };
+        let (pos, neg) = match &self.turns {
+            Some(t) => (side(&t.positive), side(&t.negative)),
+            None => (side(&self.positive), side(&self.negative)),
+        };
+        ContrastPair::new(pos, neg)
+    }
 }
 
 /// Where contrast files are read from.
@@ -466,9 +506,20 @@ fn parse_with(
                 Some(p) => format!("{p} {side}"),
                 None => side.to_string(),
             };
+            // A plain pair file's optional `prompt` is used by `--chat` only.
+            let prompt = match prefix {
+                Some(p) => Some(p),
+                None if what == "pairs" && obj.contains_key("prompt") => Some(field("prompt")?),
+                None => None,
+            };
             Ok(ContrastPair {
                 positive: join(pos),
                 negative: join(neg),
+                turns: prompt.map(|p| Turns {
+                    prompt: p.to_string(),
+                    positive: pos.to_string(),
+                    negative: neg.to_string(),
+                }),
             })
         })
         .collect()

@@ -1,18 +1,21 @@
-//! Steering: adding `multiplier * v[k]` to the residual stream leaving block `k`, through the
-//! same hook point training reads from, so a vector acts exactly where it was measured.
-//! Like steering-vectors, every position is steered, prompt and generated tokens alike.
+//! Steering: adding `multiplier * v[k]` at the point of block `k` the vector was read from (its
+//! layer type: the residual stream leaving the block, or a module's output), through the same
+//! hook point training reads from, so a vector acts exactly where it was measured. Like
+//! steering-vectors, every position is steered, prompt and generated tokens alike.
 
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::model::LayerHook;
+use crate::model::{LayerHook, LayerType};
 use crate::vector::SteeringVector;
 
 pub struct Steering {
     /// `multiplier * v[k]` per block, in f32.
     adds: BTreeMap<usize, Tensor>,
+    /// Where in each block.
+    point: LayerType,
 }
 
 impl Steering {
@@ -39,13 +42,22 @@ impl Steering {
                 return Err(Error::new(format!("the vector has no layer {missing}")));
             }
         }
-        Ok(Steering { adds })
+        let point = vector.layer_type.parse().map_err(|e: Error| {
+            Error::new(format!("the vector's {}", e.message()))
+                .with_hint(e.hint().unwrap_or_default())
+        })?;
+        Ok(Steering { adds, point })
+    }
+
+    /// Where in each block it adds.
+    pub fn point(&self) -> LayerType {
+        self.point
     }
 }
 
 impl LayerHook for Steering {
-    fn after_block(&mut self, layer: usize, residual: &Tensor) -> Result<Option<Tensor>> {
-        let Some(add) = self.adds.get(&layer) else {
+    fn at(&mut self, layer: usize, point: LayerType, residual: &Tensor) -> Result<Option<Tensor>> {
+        let Some(add) = self.adds.get(&layer).filter(|_| point == self.point) else {
             return Ok(None);
         };
         // Add in f32 and round once to the model dtype.

@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 use super::print_data;
 use crate::error::{Error, Result};
 use crate::export::{control_vector_gguf, write_atomic};
+use crate::model::LayerType;
 use crate::vector::SteeringVector;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -36,10 +37,33 @@ pub struct ExportArgs {
     /// Replace the output file if it exists
     #[arg(long)]
     pub overwrite: bool,
+
+    /// Only `decoder_block`: llama.cpp adds a control vector to each block's output, so a
+    /// vector read elsewhere in the block cannot be exported
+    #[arg(long, value_name = "TYPE", default_value = "decoder_block")]
+    pub layer_type: LayerType,
 }
 
+const BLOCK_OUTPUT_ONLY: &str =
+    "llama.cpp adds control vectors at each block's output; train with `--layer-type decoder_block` to export";
+
 pub fn run(a: &ExportArgs) -> Result<()> {
+    if a.layer_type != LayerType::DecoderBlock {
+        return Err(Error::new(format!(
+            "`--layer-type {}`: GGUF export is decoder_block only",
+            a.layer_type
+        ))
+        .with_hint(BLOCK_OUTPUT_ONLY));
+    }
     let v = SteeringVector::load(&a.vector)?;
+    if v.layer_type != LayerType::DecoderBlock.name() {
+        return Err(Error::new(format!(
+            "`{}` was trained at layer type `{}`; GGUF export is decoder_block only",
+            a.vector.display(),
+            v.layer_type
+        ))
+        .with_hint(BLOCK_OUTPUT_ONLY));
+    }
     if a.output.exists() && !a.overwrite {
         return Err(
             Error::new(format!("`{}` already exists", a.output.display()))

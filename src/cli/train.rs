@@ -9,16 +9,20 @@ use clap::Args;
 use indicatif::HumanBytes;
 
 use super::args::{at_least_one, ModelArgs};
-use crate::data::{ContrastSelection, DataSource, LoadedPairs, PairSet};
+use crate::chat::ChatFormat;
+use crate::data::{ContrastPair, ContrastSelection, DataSource, LoadedPairs, PairSet};
 use crate::device::describe;
 use crate::error::{Error, Result};
 use crate::file_set::check_writable;
 use crate::layers::LayerSpec;
 use crate::memory::{self, working_bytes, ByteSize, MemoryPlan};
-use crate::model::{load_model, LoadOptions, LoadedModel};
+use crate::model::{load_model, LayerType, LoadOptions, LoadedModel};
 use crate::naming::base_name;
 use crate::resources::peak_rss_bytes;
-use crate::train::{default_max_batch_tokens, tokenize_pairs, train, TrainOptions, TrainStats};
+use crate::train::{
+    default_max_batch_tokens, template_tokens, tokenize_pairs, train, ReadAt, TrainOptions,
+    TrainStats,
+};
 use crate::vector::{Provenance, SteeringVector, VectorFiles};
 
 #[derive(Debug, Clone, Args)]
@@ -83,6 +87,48 @@ pub struct TrainArgs {
     /// the same either way; for comparisons)
     #[arg(long, hide = true)]
     pub no_prefix_sharing: bool,
+
+    /// Where in each block to read, and later steer (steering-vectors' layer types):
+    /// decoder_block (the block's output), self_attn, mlp, input_layernorm,
+    /// post_attention_layernorm. The vector records it
+    #[arg(long, value_name = "TYPE", default_value = "decoder_block")]
+    pub layer_type: LayerType,
+
+    /// Read this token of each side: a negative index counts back from the last real token
+    /// (-1, the default, is the last; -2 the one before), a non-negative one counts from the
+    /// start (BOS is 0)
+    #[arg(
+        long,
+        value_name = "N",
+        allow_hyphen_values = true,
+        conflicts_with = "read"
+    )]
+    pub read_token_index: Option<i64>,
+
+    /// Read `last-content`: the last token that is not a special or template token (for
+    /// chat-formatted pairs), or `suffix-mean`: the mean over the tokens after the prefix the
+    /// two sides share (the answer)
+    #[arg(long, value_name = "MODE", value_parser = read_mode, allow_hyphen_values = true)]
+    pub read: Option<ReadAt>,
+
+    /// Format each side through the model's chat template: as the model's answer to the
+    /// entry's prompt field (a type's scenario or instruction, or `prompt`), else as a user
+    /// turn. Implies `--read last-content` unless a read option is given
+    #[arg(long)]
+    pub chat: bool,
+
+    /// Scale each layer's vector to unit length
+    #[arg(long)]
+    pub normalize: bool,
+}
+
+/// `--read`: a named mode (an index goes through `--read-token-index`).
+fn read_mode(s: &str) -> Result<ReadAt> {
+    match s.parse::<ReadAt>() {
+        Ok(ReadAt::Index(_)) => Err(Error::new(format!("`{s}` is a token index"))
+            .with_hint(format!("use `--read-token-index {s}`"))),
+        other => other,
+    }
 }
 
 /// Flags resolved, before anything is read.
@@ -102,6 +148,10 @@ pub struct TrainConfig {
     pub shared_prefix: bool,
     pub max_memory: Option<u64>,
     pub stream_weights: bool,
+    pub layer_type: LayerType,
+    pub read: ReadAt,
+    pub chat: bool,
+    pub normalize: bool,
 }
 
 impl TrainConfig {
@@ -125,6 +175,15 @@ impl TrainConfig {
             shared_prefix: !a.no_prefix_sharing,
             max_memory: a.max_memory.map(|b| b.0),
             stream_weights: a.stream_weights,
+            layer_type: a.layer_type,
+            read: match (a.read_token_index, a.read, a.chat) {
+                (Some(i), _, _) => ReadAt::Index(i),
+                (None, Some(mode), _) => mode,
+                (None, None, true) => ReadAt::LastContent,
+                (None, None, false) => ReadAt::default(),
+            },
+            chat: a.chat,
+            normalize: a.normalize,
         }
     }
 
@@ -174,7 +233,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         save(&cfg, &session, set, out, vector, &stats)?;
         crate::interrupt::stop_if_requested();
     }
-    summary(&outputs, &total, started);
+    summary(&outputs, &total, started, cfg.layer_type);
     Ok(())
 }
 
@@ -187,6 +246,13 @@ fn log_configuration(cfg: &TrainConfig) {
     log!("  Model: {}", cfg.model.model);
     log!("  Layers: {}", cfg.layers);
     log!("  Batch size: {}", cfg.batch_size_value());
+    log!(
+        "  Read: token {} at {}{}{}",
+        cfg.read,
+        cfg.layer_type,
+        if cfg.chat { ", chat-formatted" } else { "" },
+        if cfg.normalize { ", unit norm" } else { "" }
+    );
     log!("  Data: {}", cfg.data);
     log!("  Output directory: {}", cfg.output_dir.display());
 }
@@ -309,8 +375,15 @@ fn train_set(
         s.max_batch_tokens,
     );
     let model = s.loaded.model.as_ref();
-    let tokens = tokenize_pairs(&s.loaded.tokenizer, &set.pairs, model)
-        .map_err(|e| e.context(&set.source))?;
+    let tokenizer = &s.loaded.tokenizer;
+    let pairs: Vec<ContrastPair> = match cfg.chat {
+        true => {
+            let format = ChatFormat::detect(tokenizer);
+            set.pairs.iter().map(|p| p.in_chat(format)).collect()
+        }
+        false => set.pairs.clone(),
+    };
+    let tokens = tokenize_pairs(tokenizer, &pairs, model).map_err(|e| e.context(&set.source))?;
     let opts = TrainOptions {
         layers: s.layers.clone(),
         max_pairs_per_batch: cfg.batch_size,
@@ -319,8 +392,15 @@ fn train_set(
         shared_prefix: cfg.shared_prefix,
         layer_major: s.memory.stream,
         activation_budget: s.memory.activation_budget,
+        layer_type: cfg.layer_type,
+        read: cfg.read,
+        template_tokens: match cfg.read {
+            ReadAt::LastContent => template_tokens(tokenizer, &tokens),
+            _ => Vec::new(),
+        },
+        normalize: cfg.normalize,
     };
-    let (vector, stats) = train(model, &tokens, &opts)?;
+    let (vector, stats) = train(model, &tokens, &opts).map_err(|e| e.context(&set.source))?;
     log!(
         "  ✓ Training complete! ({} tokens, {} of them run with shared prefixes once, in {} batches, {:.2}s)",
         stats.tokens,
@@ -363,6 +443,10 @@ fn save(
         tokens: Some(stats.tokens),
         seconds: Some(stats.seconds),
         tool_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        aggregator: None,
+        read_token: Some(cfg.read.to_string()),
+        normalized: Some(cfg.normalize),
+        chat: Some(cfg.chat),
         extra: Default::default(),
     };
     out.files.write(&vector)?;
@@ -373,7 +457,7 @@ fn save(
     Ok(())
 }
 
-fn summary(outputs: &[Output], total: &TrainStats, started: Instant) {
+fn summary(outputs: &[Output], total: &TrainStats, started: Instant, layer_type: LayerType) {
     let rule = "=".repeat(70);
     log!("\n{rule}\n✓ Training complete!\n{rule}");
     if let Some(out) = outputs.first() {
@@ -384,7 +468,10 @@ fn summary(outputs: &[Output], total: &TrainStats, started: Instant) {
             "  tensors = load_file('{}')",
             out.files.safetensors.display()
         );
-        log!("  vec = SteeringVector({{int(k.split('_')[1]): v for k, v in tensors.items()}}, 'decoder_block')");
+        log!(
+            "  vec = SteeringVector({{int(k.split('_')[1]): v for k, v in tensors.items()}}, '{}')",
+            layer_type
+        );
         log!("  with vec.apply(model, multiplier=0.3):");
         log!("      # generate text here");
     }

@@ -148,7 +148,8 @@ pub fn evaluate(
         false => Vec::new(),
     };
     let started = std::time::Instant::now();
-    let base = score::baseline(model, tokens, &read, &opts.score, &bar)?;
+    let point = vector.layer_type.parse()?;
+    let base = score::baseline(model, tokens, &read, point, &opts.score, &bar)?;
     let baseline_seconds = started.elapsed().as_secs_f64();
     let separation = match opts.pairs {
         true => Some(separation::separation(&base.reads, vector)?),

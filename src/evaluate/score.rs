@@ -12,7 +12,7 @@ use tokenizers::Tokenizer;
 
 use crate::benchmark::Item;
 use crate::error::{Error, Result};
-use crate::model::{DecoderModel, LayerHook, Slot, SlottedRow, Start, TokenBatch};
+use crate::model::{DecoderModel, LayerHook, LayerType, Slot, SlottedRow, Start, TokenBatch};
 use crate::steer::Steering;
 use crate::train::plan_batches;
 use crate::vector::SteeringVector;
@@ -170,6 +170,8 @@ fn layout(item: &TokenizedItem) -> Row {
 /// leaving chosen layers (where steered passes resume).
 struct Reader<'a> {
     columns: &'a Tensor,
+    /// Where activations are read (the vector's layer type), and at which layers.
+    point: LayerType,
     read: &'a [usize],
     keep: &'a [usize],
     read_out: BTreeMap<usize, Vec<Vec<f32>>>,
@@ -177,8 +179,8 @@ struct Reader<'a> {
 }
 
 impl LayerHook for Reader<'_> {
-    fn after_block(&mut self, layer: usize, residual: &Tensor) -> Result<Option<Tensor>> {
-        if self.read.contains(&layer) {
+    fn at(&mut self, layer: usize, point: LayerType, residual: &Tensor) -> Result<Option<Tensor>> {
+        if point == self.point && self.read.contains(&layer) {
             let (b, t, h) = residual.dims3()?;
             let rows = residual
                 .reshape((b * t, h))?
@@ -187,7 +189,7 @@ impl LayerHook for Reader<'_> {
                 .to_vec2()?;
             self.read_out.insert(layer, rows);
         }
-        if self.keep.contains(&layer) {
+        if point == LayerType::DecoderBlock && self.keep.contains(&layer) {
             self.kept.insert(layer, residual.clone());
         }
         Ok(None)
@@ -252,7 +254,7 @@ impl Plan {
 }
 
 /// The unsteered pass: every item's scores, and each candidate's last-token activation at
-/// `read_layers` (`[layer][item][candidate]`, for separation).
+/// `read_layers` and `point` (`[layer][item][candidate]`, for separation).
 pub struct Baseline {
     pub scores: ItemScores,
     pub reads: BTreeMap<usize, Vec<Vec<Vec<f32>>>>,
@@ -262,6 +264,7 @@ pub fn baseline(
     model: &dyn DecoderModel,
     items: &[TokenizedItem],
     read_layers: &[usize],
+    point: LayerType,
     opts: &ScoreOptions,
     bar: &ProgressBar,
 ) -> Result<Baseline> {
@@ -282,6 +285,7 @@ pub fn baseline(
         let columns = Tensor::new(cols, model.device())?;
         let mut reader = Reader {
             columns: &columns,
+            point,
             read: read_layers,
             keep: &[],
             read_out: BTreeMap::new(),
@@ -306,7 +310,8 @@ pub fn baseline(
 /// Steered scores `[setup][multiplier]` for every setup and multiplier (0 included, computed
 /// as a steered pass like the others). Per batch, the unsteered blocks run once up to the
 /// deepest first-steered block any setup needs; each pass then starts after its setup's first
-/// steered block from that stream plus the steering.
+/// steered block from that stream plus the steering (a vector of the residual stream), or at
+/// that block from the stream entering it (a vector of a module inside the block).
 pub fn steered(
     model: &dyn DecoderModel,
     items: &[TokenizedItem],
@@ -328,27 +333,43 @@ pub fn steered(
                 .ok_or_else(|| Error::new("a setup without layers"))
         })
         .collect::<Result<_>>()?;
-    let deepest = firsts.iter().copied().max().unwrap_or(0);
+    let point: LayerType = vector.layer_type.parse()?;
+    let residual = point == LayerType::DecoderBlock;
+    // The block whose output each setup resumes from, if any.
+    let resume: Vec<Option<usize>> = firsts
+        .iter()
+        .map(|&f| if residual { Some(f) } else { f.checked_sub(1) })
+        .collect();
+    let keep: Vec<usize> = resume.iter().flatten().copied().collect();
     for members in &plan.batches {
         let (batch, targets) = plan.batch(members, model)?;
         let none = Tensor::new(&[0u32], model.device())?;
         let mut reader = Reader {
             columns: &none,
+            point,
             read: &[],
-            keep: &firsts,
+            keep: &keep,
             read_out: BTreeMap::new(),
             kept: BTreeMap::new(),
         };
-        model.forward_blocks(&batch, deepest, &mut reader)?;
+        if let Some(&deepest) = keep.iter().max() {
+            model.forward_blocks(&batch, deepest, &mut reader)?;
+        }
         for (s, setup) in setups.iter().enumerate() {
-            let first = firsts[s];
             for (m, &mult) in multipliers.iter().enumerate() {
                 let mut hook = Steering::new(vector, mult, Some(&setup.layers), model.device())?;
-                let entering = match hook.after_block(first, &reader.kept[&first])? {
-                    Some(steered) => steered,
-                    None => reader.kept[&first].clone(),
+                let entering = match (resume[s], residual) {
+                    (Some(k), true) => Some(
+                        hook.at(k, LayerType::DecoderBlock, &reader.kept[&k])?
+                            .unwrap_or_else(|| reader.kept[&k].clone()),
+                    ),
+                    (Some(k), false) => Some(reader.kept[&k].clone()),
+                    (None, _) => None,
                 };
-                let start = Start::Block(first + 1, &entering);
+                let start = match (&entering, resume[s]) {
+                    (Some(xs), Some(k)) => Start::Block(k + 1, xs),
+                    _ => Start::Embeddings,
+                };
                 let logps = model.target_logprobs(&batch, start, &mut hook, &targets)?;
                 plan.accumulate(members, &logps, &mut out[s][m]);
                 bar.inc(members.len() as u64);

@@ -10,21 +10,51 @@ use super::head::LmHead;
 use super::layout::{slot_mask, slot_tables, Slot};
 use super::mask::causal_mask;
 use super::norm::RmsNorm;
+use super::Start;
 use super::TokenBatch;
-use super::{rope, DecoderModel, KvCache, LayerHook, LoadOptions, LogitPositions, Start};
+use super::{rope, DecoderModel, KvCache, LayerHook, LayerType, LoadOptions, LogitPositions};
 use super::{TextConfig, WeightSource};
 use crate::error::{Error, Result};
 
 /// One architecture's decoder block, named after the checkpoint's `layers.{i}`.
 pub trait Block: Sized + Send + Sync {
     fn new(cfg: &TextConfig, index: usize, vb: VarBuilder) -> Result<Self>;
-    /// The residual stream after the block; `cache` holds this block's keys and values.
+    /// The residual stream after the block; `cache` holds this block's keys and values. The
+    /// block passes the outputs of its modules through `tap` (the residual stream leaving the
+    /// block is tapped by the decoder).
     fn forward(
         &self,
         xs: &Tensor,
         ctx: &ForwardContext,
         cache: Option<(&mut KvCache, usize)>,
+        tap: &mut Tap,
     ) -> Result<Tensor>;
+}
+
+/// A hook at one block: where a block hands the output of each module.
+pub struct Tap<'a> {
+    pub layer: usize,
+    pub hook: &'a mut dyn LayerHook,
+}
+
+impl Tap<'_> {
+    /// The hook's replacement for `xs`, the output of `point`, or `xs` itself.
+    pub fn apply(&mut self, point: LayerType, xs: Tensor) -> Result<Tensor> {
+        Ok(self.hook.at(self.layer, point, &xs)?.unwrap_or(xs))
+    }
+}
+
+/// A per-batch view of a layer-major visitor, as a hook.
+struct Visit<'a> {
+    batch: usize,
+    visit: &'a mut dyn FnMut(usize, usize, LayerType, &Tensor) -> Result<()>,
+}
+
+impl LayerHook for Visit<'_> {
+    fn at(&mut self, layer: usize, point: LayerType, xs: &Tensor) -> Result<Option<Tensor>> {
+        (self.visit)(layer, self.batch, point, xs)?;
+        Ok(None)
+    }
 }
 
 /// Per-forward state every block reads: RoPE tables and additive masks.
@@ -207,10 +237,9 @@ impl<B: Block> Decoder<B> {
         };
         for i in blocks {
             let block = self.block(i)?;
-            xs = block.forward(&xs, &ctx, cache.as_deref_mut().map(|c| (c, i)))?;
-            if let Some(replaced) = hook.after_block(i, &xs)? {
-                xs = replaced;
-            }
+            let mut tap = Tap { layer: i, hook };
+            xs = block.forward(&xs, &ctx, cache.as_deref_mut().map(|c| (c, i)), &mut tap)?;
+            xs = tap.apply(LayerType::DecoderBlock, xs)?;
         }
         if let (Some(c), Some(slots)) = (cache, &batch.slots) {
             c.push_slots(slots);
@@ -319,7 +348,7 @@ impl<B: Block> DecoderModel for Decoder<B> {
         &self,
         batches: &[TokenBatch],
         last_layer: usize,
-        visit: &mut dyn FnMut(usize, usize, &Tensor) -> Result<()>,
+        visit: &mut dyn FnMut(usize, usize, LayerType, &Tensor) -> Result<()>,
     ) -> Result<()> {
         if last_layer >= self.blocks() {
             return Err(Error::new(format!(
@@ -337,8 +366,16 @@ impl<B: Block> DecoderModel for Decoder<B> {
             .collect::<Result<Vec<_>>>()?;
         let mut run = |k: usize, block: &B| -> Result<()> {
             for (i, (xs, ctx)) in states.iter_mut().zip(&contexts).enumerate() {
-                *xs = block.forward(xs, ctx, None)?;
-                visit(k, i, xs)?;
+                let mut hook = Visit {
+                    batch: i,
+                    visit: &mut *visit,
+                };
+                let mut tap = Tap {
+                    layer: k,
+                    hook: &mut hook,
+                };
+                *xs = block.forward(xs, ctx, None, &mut tap)?;
+                visit(k, i, LayerType::DecoderBlock, xs)?;
             }
             Ok(())
         };

@@ -14,10 +14,10 @@ use candle_nn::VarBuilder;
 
 use super::attention::Attention;
 use super::config::{Activation, HfConfig, TextConfig};
-use super::decoder::{self, Block, ForwardContext};
+use super::decoder::{self, Block, ForwardContext, Tap};
 use super::mlp::Mlp;
 use super::norm::{NormStyle, RmsNorm};
-use super::{Architecture, GgufFacts, KvCache};
+use super::{Architecture, GgufFacts, KvCache, LayerType};
 use crate::error::{Error, Result};
 
 pub const GEMMA2: Architecture = Architecture {
@@ -155,7 +155,11 @@ fn complete_gguf_config(cfg: &mut serde_json::Map<String, serde_json::Value>) {
     cfg.insert("query_pre_attn_scalar".into(), scalar.into());
 }
 
-/// One block: attention and MLP, each wrapped in a pre-norm and a post-norm.
+/// One block: attention and MLP, each wrapped in a pre-norm and a post-norm. The layer types
+/// steering-vectors hooks are these modules' outputs: `input_layernorm` (the normed input to
+/// attention), `self_attn` (the attention output, before its post-norm),
+/// `post_attention_layernorm` (that output normed, just before it is added to the residual
+/// stream) and `mlp` (the MLP output, before `post_feedforward_layernorm`).
 pub struct DecoderLayer {
     self_attn: Attention,
     mlp: Mlp,
@@ -184,14 +188,22 @@ impl Block for DecoderLayer {
         xs: &Tensor,
         ctx: &ForwardContext,
         cache: Option<(&mut KvCache, usize)>,
+        tap: &mut Tap,
     ) -> Result<Tensor> {
-        let attn = self
-            .self_attn
-            .forward(&self.input_layernorm.forward(xs)?, ctx, cache)?;
-        let xs = (xs + self.post_attention_layernorm.forward(&attn)?)?;
+        let normed = tap.apply(LayerType::InputLayernorm, self.input_layernorm.forward(xs)?)?;
+        let attn = tap.apply(
+            LayerType::SelfAttn,
+            self.self_attn.forward(&normed, ctx, cache)?,
+        )?;
+        let attn = tap.apply(
+            LayerType::PostAttentionLayernorm,
+            self.post_attention_layernorm.forward(&attn)?,
+        )?;
+        let xs = (xs + attn)?;
         let mlp = self
             .mlp
             .forward(&self.pre_feedforward_layernorm.forward(&xs)?)?;
+        let mlp = tap.apply(LayerType::Mlp, mlp)?;
         Ok((xs + self.post_feedforward_layernorm.forward(&mlp)?)?)
     }
 }

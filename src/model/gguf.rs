@@ -148,9 +148,12 @@ impl GgufCheckpoint {
     /// `[ids.len(), cols]`: only those rows' quantized blocks are read from the file.
     pub fn read_rows(&self, hf: &str, ids: &[u32], dev: &Device) -> Result<Tensor> {
         use std::os::unix::fs::FileExt;
-        let name = self
-            .gguf_name(hf)
-            .ok_or_else(|| Error::new(format!("`{}` has no tensor for `{hf}`", self.path.display())))?;
+        let name = self.gguf_name(hf).ok_or_else(|| {
+            Error::new(format!(
+                "`{}` has no tensor for `{hf}`",
+                self.path.display()
+            ))
+        })?;
         let info = self.content.tensor_infos.get(&name).ok_or_else(|| {
             Error::new(format!("`{}` has no tensor `{name}`", self.path.display()))
         })?;
@@ -159,21 +162,33 @@ impl GgufCheckpoint {
         };
         let dtype = info.ggml_dtype;
         if cols % dtype.block_size() != 0 {
-            return Err(Error::new(format!("tensor `{name}` rows do not hold whole quantization blocks")));
+            return Err(Error::new(format!(
+                "tensor `{name}` rows do not hold whole quantization blocks"
+            )));
         }
         let row_bytes = cols / dtype.block_size() * dtype.type_size();
         let mut raw = vec![0u8; ids.len() * row_bytes];
-        let file = self.file.lock().map_err(|_| Error::new("GGUF reader poisoned"))?;
+        let file = self
+            .file
+            .lock()
+            .map_err(|_| Error::new("GGUF reader poisoned"))?;
         let start = self.content.tensor_data_offset + info.offset;
         for (chunk, &id) in raw.chunks_exact_mut(row_bytes).zip(ids) {
             if id as usize >= rows {
-                return Err(Error::new(format!("token id {id} is outside `{name}` ({rows} rows)")));
+                return Err(Error::new(format!(
+                    "token id {id} is outside `{name}` ({rows} rows)"
+                )));
             }
             file.read_exact_at(chunk, start + id as u64 * row_bytes as u64)
                 .map_err(|e| Error::new(format!("cannot read `{name}` rows: {e}")))?;
         }
         drop(file);
-        let q = candle_core::quantized::ggml_file::qtensor_from_ggml(dtype, &raw, vec![ids.len(), cols], &Device::Cpu)?;
+        let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
+            dtype,
+            &raw,
+            vec![ids.len(), cols],
+            &Device::Cpu,
+        )?;
         Ok(q.dequantize(&Device::Cpu)?.to_device(dev)?)
     }
 

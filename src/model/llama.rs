@@ -10,10 +10,10 @@ use candle_nn::VarBuilder;
 
 use super::attention::Attention;
 use super::config::{Activation, HfConfig, TextConfig};
-use super::decoder::{self, Block, ForwardContext};
+use super::decoder::{self, Block, ForwardContext, Tap};
 use super::mlp::Mlp;
 use super::norm::RmsNorm;
-use super::{Architecture, GgufFacts, KvCache};
+use super::{Architecture, GgufFacts, KvCache, LayerType};
 use crate::error::Result;
 
 pub const LLAMA: Architecture = Architecture {
@@ -107,7 +107,10 @@ fn rules(hf: &HfConfig, cfg: &mut TextConfig, slides: impl Fn(usize) -> bool) ->
     Ok(())
 }
 
-/// One pre-norm block: attention then MLP, each added to the residual stream.
+/// One pre-norm block: attention then MLP, each added to the residual stream. The layer types
+/// steering-vectors hooks are these modules' outputs: `input_layernorm` (the normed input to
+/// attention), `self_attn` (the attention output), `post_attention_layernorm` (the normed input
+/// to the MLP) and `mlp` (the MLP output).
 pub struct DecoderLayer {
     self_attn: Attention,
     mlp: Mlp,
@@ -132,14 +135,19 @@ impl Block for DecoderLayer {
         xs: &Tensor,
         ctx: &ForwardContext,
         cache: Option<(&mut KvCache, usize)>,
+        tap: &mut Tap,
     ) -> Result<Tensor> {
-        let attn = self
-            .self_attn
-            .forward(&self.input_layernorm.forward(xs)?, ctx, cache)?;
+        let normed = tap.apply(LayerType::InputLayernorm, self.input_layernorm.forward(xs)?)?;
+        let attn = tap.apply(
+            LayerType::SelfAttn,
+            self.self_attn.forward(&normed, ctx, cache)?,
+        )?;
         let xs = (xs + attn)?;
-        let mlp = self
-            .mlp
-            .forward(&self.post_attention_layernorm.forward(&xs)?)?;
+        let normed = tap.apply(
+            LayerType::PostAttentionLayernorm,
+            self.post_attention_layernorm.forward(&xs)?,
+        )?;
+        let mlp = tap.apply(LayerType::Mlp, self.mlp.forward(&normed)?)?;
         Ok((xs + mlp)?)
     }
 }

@@ -90,17 +90,73 @@ pub struct GgufFacts {
     pub complete_config: fn(&mut Map<String, Value>),
 }
 
-/// Called with the residual stream leaving block `layer`, `[batch, seq, hidden]`.
+/// Where in a block a hook sees the stream: steering-vectors' layer types. `DecoderBlock` is
+/// the residual stream leaving the block; the others are the outputs of the block's modules of
+/// those names (see each architecture file for what they are there).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerType {
+    DecoderBlock,
+    SelfAttn,
+    Mlp,
+    InputLayernorm,
+    PostAttentionLayernorm,
+}
+
+impl LayerType {
+    pub const ALL: [LayerType; 5] = [
+        LayerType::DecoderBlock,
+        LayerType::SelfAttn,
+        LayerType::Mlp,
+        LayerType::InputLayernorm,
+        LayerType::PostAttentionLayernorm,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LayerType::DecoderBlock => "decoder_block",
+            LayerType::SelfAttn => "self_attn",
+            LayerType::Mlp => "mlp",
+            LayerType::InputLayernorm => "input_layernorm",
+            LayerType::PostAttentionLayernorm => "post_attention_layernorm",
+        }
+    }
+}
+
+impl std::fmt::Display for LayerType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for LayerType {
+    type Err = crate::error::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        LayerType::ALL
+            .into_iter()
+            .find(|t| t.name() == s.trim())
+            .ok_or_else(|| {
+                let names: Vec<&str> = LayerType::ALL.iter().map(|t| t.name()).collect();
+                crate::error::Error::new(format!("unknown layer type `{s}`"))
+                    .with_hint(format!("layer types: {}", names.join(", ")))
+            })
+    }
+}
+
+/// Sees the stream at every point of every block that runs, `[batch, seq, hidden]`, and may
+/// replace it: the same points serve reading (training) and adding (steering).
 pub trait LayerHook {
-    /// Returns a replacement residual stream, or `None` to leave it unchanged.
-    fn after_block(&mut self, layer: usize, residual: &Tensor) -> Result<Option<Tensor>>;
+    /// Returns a replacement for the output of `point` in block `layer`, or `None`.
+    fn at(&mut self, layer: usize, point: LayerType, xs: &Tensor) -> Result<Option<Tensor>>;
 }
 
 /// A hook that does nothing: the plain forward pass.
 pub struct NoHook;
 
 impl LayerHook for NoHook {
-    fn after_block(&mut self, _: usize, _: &Tensor) -> Result<Option<Tensor>> {
+    fn at(&mut self, _: usize, _: LayerType, _: &Tensor) -> Result<Option<Tensor>> {
         Ok(None)
     }
 }
@@ -160,12 +216,12 @@ pub trait DecoderModel: Send + Sync {
 
     /// Runs every batch through blocks `0..=last_layer` block by block: each block runs over
     /// all batches before the next starts, so a streaming model reads each block once (the next
-    /// while this one runs). `visit(layer, batch, residual)` sees every block's output.
+    /// while this one runs). `visit(layer, batch, point, xs)` sees every point of every block.
     fn forward_layer_major(
         &self,
         batches: &[TokenBatch],
         last_layer: usize,
-        visit: &mut dyn FnMut(usize, usize, &Tensor) -> Result<()>,
+        visit: &mut dyn FnMut(usize, usize, LayerType, &Tensor) -> Result<()>,
     ) -> Result<()>;
 
     /// Runs every block (continuing `cache` when given: one plain sequence, or slotted rows),

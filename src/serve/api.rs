@@ -22,6 +22,7 @@ use super::text::TextStream;
 use super::Shared;
 use crate::chat::{Message, Role};
 use crate::generate::{prompt_ids, Sampling};
+use crate::model::LayerType;
 
 /// An error as OpenAI sends them.
 #[derive(Debug)]
@@ -172,7 +173,7 @@ struct ChatMessage {
 /// A request resolved against the model and the limits.
 struct Plan {
     prompt: Vec<u32>,
-    job_steering: std::collections::BTreeMap<usize, Vec<f32>>,
+    job_steering: std::collections::BTreeMap<(usize, LayerType), Vec<f32>>,
     max_tokens: usize,
     sampling: Option<Sampling>,
     stops: Vec<String>,

@@ -16,7 +16,7 @@ use rand::SeedableRng;
 use crate::error::{Error, Result};
 use crate::generate::{pick, Sampling};
 use crate::model::{
-    DecoderModel, KvCache, LayerHook, LogitPositions, Slot, SlottedRow, TokenBatch,
+    DecoderModel, KvCache, LayerHook, LayerType, LogitPositions, Slot, SlottedRow, TokenBatch,
 };
 
 /// Why a row stopped.
@@ -39,8 +39,9 @@ pub enum Event {
 /// One request, resolved: prompt tokens, the steering to add per layer, limits, sampler.
 pub struct Job {
     pub prompt: Vec<u32>,
-    /// `multiplier * vector` summed over the request's steering entries, per layer, in f32.
-    pub steering: BTreeMap<usize, Vec<f32>>,
+    /// `multiplier * vector` summed over the request's steering entries, per block and point,
+    /// in f32.
+    pub steering: BTreeMap<(usize, LayerType), Vec<f32>>,
     pub max_tokens: usize,
     /// `None`: greedy.
     pub sampling: Option<Sampling>,
@@ -61,13 +62,13 @@ struct Row {
 
 /// Adds each row's own steering at every position of that row.
 struct RowSteering {
-    /// Per layer, `[rows, 1, hidden]` in f32.
-    adds: BTreeMap<usize, Tensor>,
+    /// Per block and point, `[rows, 1, hidden]` in f32.
+    adds: BTreeMap<(usize, LayerType), Tensor>,
 }
 
 impl RowSteering {
     fn new(rows: &[&Job], hidden: usize, device: &candle_core::Device) -> Result<RowSteering> {
-        let layers: std::collections::BTreeSet<usize> = rows
+        let layers: std::collections::BTreeSet<(usize, LayerType)> = rows
             .iter()
             .flat_map(|j| j.steering.keys().copied())
             .collect();
@@ -90,8 +91,8 @@ impl RowSteering {
 }
 
 impl LayerHook for RowSteering {
-    fn after_block(&mut self, layer: usize, residual: &Tensor) -> Result<Option<Tensor>> {
-        let Some(add) = self.adds.get(&layer) else {
+    fn at(&mut self, layer: usize, point: LayerType, residual: &Tensor) -> Result<Option<Tensor>> {
+        let Some(add) = self.adds.get(&(layer, point)) else {
             return Ok(None);
         };
         // As `Steering` does: add in f32, round once to the model dtype.

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::api::{ApiError, SteeringEntry};
 use super::Limits;
 use crate::layers::LayerSpec;
-use crate::model::TextConfig;
+use crate::model::{LayerType, TextConfig};
 use crate::vector::SteeringVector;
 
 /// Formats in order of preference for one stem.
@@ -123,7 +123,7 @@ impl Registry {
         &mut self,
         entries: &[SteeringEntry],
         limits: &Limits,
-    ) -> Result<BTreeMap<usize, Vec<f32>>, ApiError> {
+    ) -> Result<BTreeMap<(usize, LayerType), Vec<f32>>, ApiError> {
         if entries.len() > limits.max_steering {
             return Err(ApiError::bad(
                 "steering",
@@ -139,7 +139,7 @@ impl Registry {
         {
             self.rescan();
         }
-        let mut sum: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
+        let mut sum: BTreeMap<(usize, LayerType), Vec<f32>> = BTreeMap::new();
         for (i, e) in entries.iter().enumerate() {
             let param = format!("steering[{i}]");
             let v = match self.entries.get(&e.vector) {
@@ -184,6 +184,12 @@ impl Registry {
                         )
                     })?,
             };
+            let point: LayerType = v.layer_type.parse().map_err(|err: crate::error::Error| {
+                ApiError::bad(
+                    &format!("{param}.vector"),
+                    format!("`{param}.vector`: {}", err.message()),
+                )
+            })?;
             for k in layers {
                 let Some(dir) = v.layer_activations.get(&k) else {
                     return Err(ApiError::bad(
@@ -191,7 +197,9 @@ impl Registry {
                         format!("`{param}.layers`: vector `{}` has no layer {k}", e.vector),
                     ));
                 };
-                let add = sum.entry(k).or_insert_with(|| vec![0.0; dir.len()]);
+                let add = sum
+                    .entry((k, point))
+                    .or_insert_with(|| vec![0.0; dir.len()]);
                 // As `Steering` forms it: the f32 vector times the multiplier, in f32.
                 for (a, x) in add.iter_mut().zip(dir) {
                     *a += x * e.multiplier as f32;

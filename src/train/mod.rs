@@ -10,9 +10,11 @@ use tokenizers::Tokenizer;
 
 pub mod units;
 
+pub use units::ReadAt;
+
 use crate::data::ContrastPair;
 use crate::error::{Error, Result};
-use crate::model::{DecoderModel, LayerHook, TokenBatch};
+use crate::model::{DecoderModel, LayerHook, LayerType, TokenBatch};
 use crate::vector::SteeringVector;
 
 /// A pair as token ids, each side as HF's `tokenizer(text)` gives it.
@@ -84,6 +86,14 @@ pub struct TrainOptions {
     /// Bytes the residual streams of one group of batches may take in a layer-major run;
     /// `None`: every batch in one group.
     pub activation_budget: Option<u64>,
+    /// Where in each block activations are read.
+    pub layer_type: LayerType,
+    /// Which tokens of each side are read.
+    pub read: ReadAt,
+    /// Ids [`ReadAt::LastContent`] skips, sorted (see [`template_tokens`]).
+    pub template_tokens: Vec<u32>,
+    /// Scale each layer's vector to unit length.
+    pub normalize: bool,
 }
 
 impl Default for TrainOptions {
@@ -96,6 +106,10 @@ impl Default for TrainOptions {
             shared_prefix: true,
             layer_major: false,
             activation_budget: None,
+            layer_type: LayerType::DecoderBlock,
+            read: ReadAt::default(),
+            template_tokens: Vec::new(),
+            normalize: false,
         }
     }
 }
@@ -137,17 +151,18 @@ pub fn plan_batches(
     units::plan(lengths, &vec![1; lengths.len()], max_seqs, max_tokens)
 }
 
-/// Captures the last real token of every sequence at the requested layers.
+/// Captures the read tokens of every sequence at the requested layers and point.
 struct ReadLastToken<'a> {
     layers: &'a BTreeSet<usize>,
+    point: LayerType,
     /// Flat `[batch * seq]` row index of each sequence's last real token.
     rows: Tensor,
     captured: Vec<(usize, Tensor)>,
 }
 
 impl LayerHook for ReadLastToken<'_> {
-    fn after_block(&mut self, layer: usize, residual: &Tensor) -> Result<Option<Tensor>> {
-        if self.layers.contains(&layer) {
+    fn at(&mut self, layer: usize, point: LayerType, residual: &Tensor) -> Result<Option<Tensor>> {
+        if point == self.point && self.layers.contains(&layer) {
             let (b, t, h) = residual.dims3()?;
             let last = residual
                 .reshape((b * t, h))?
@@ -175,7 +190,12 @@ fn visit_last_tokens(
         return Err(Error::new("no layers to train"));
     };
     let wanted: BTreeSet<usize> = opts.layers.iter().copied().collect();
-    let units = units::units(pairs, opts.shared_prefix);
+    let reads = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| units::side_reads(p, i, opts.read, &opts.template_tokens))
+        .collect::<Result<Vec<_>>>()?;
+    let units = units::units(pairs, &reads, opts.shared_prefix);
     let plan = units::plan_units(&units, opts.max_pairs_per_batch, opts.max_batch_tokens);
     let mut sides_done = vec![0u8; pairs.len()];
     let bar = progress_bar(pairs.len(), opts.progress);
@@ -190,11 +210,14 @@ fn visit_last_tokens(
         forward_tokens += batch.real_tokens();
         batches.push((batch, Tensor::new(read_rows, model.device())?, reads));
     }
-    // Each read side's activation (`[reads, hidden]`) at a wanted layer, checked and handed on.
+    // Each read side's activation at a wanted layer (the mean of its read columns, `acts` holding
+    // one row per column), checked and handed on.
     let mut take = |layer: usize, acts: &Tensor, reads: &[units::Read]| -> Result<()> {
         let acts: Vec<Vec<f32>> = acts.to_dtype(DType::F32)?.to_vec2()?;
-        for (read, act) in reads.iter().zip(&acts) {
+        let mut rows = acts.iter();
+        for read in reads {
             let (pair, positive) = (read.pair, read.positive);
+            let act = mean_of(rows.by_ref().take(read.columns.len()));
             if act.iter().any(|x| !x.is_finite()) {
                 let side = if positive { "positive" } else { "negative" };
                 return Err(Error::new(format!(
@@ -202,7 +225,7 @@ fn visit_last_tokens(
                 ))
                 .with_hint("reduced precision can overflow; try `--dtype f32`"));
             }
-            visit(layer, pair, positive, act)?;
+            visit(layer, pair, positive, &act)?;
             if layer == deepest {
                 sides_done[pair] += 1;
                 if sides_done[pair] == 2 {
@@ -226,18 +249,22 @@ fn visit_last_tokens(
                 let members: Vec<TokenBatch> =
                     group.iter().map(|&g| batches[g].0.clone()).collect();
                 let g = std::mem::take(&mut group);
-                model.forward_layer_major(&members, deepest, &mut |layer, bi, residual| {
-                    if !wanted.contains(&layer) {
-                        return Ok(());
-                    }
-                    let (_, rows, reads) = &batches[g[bi]];
-                    let (b, t, h) = residual.dims3()?;
-                    take(
-                        layer,
-                        &residual.reshape((b * t, h))?.index_select(rows, 0)?,
-                        reads,
-                    )
-                })?;
+                model.forward_layer_major(
+                    &members,
+                    deepest,
+                    &mut |layer, bi, point, residual| {
+                        if point != opts.layer_type || !wanted.contains(&layer) {
+                            return Ok(());
+                        }
+                        let (_, rows, reads) = &batches[g[bi]];
+                        let (b, t, h) = residual.dims3()?;
+                        take(
+                            layer,
+                            &residual.reshape((b * t, h))?.index_select(rows, 0)?,
+                            reads,
+                        )
+                    },
+                )?;
                 group_bytes = 0;
                 crate::interrupt::stop_if_requested();
             }
@@ -250,6 +277,7 @@ fn visit_last_tokens(
         for (batch, rows, reads) in &batches {
             let mut hook = ReadLastToken {
                 layers: &wanted,
+                point: opts.layer_type,
                 rows: rows.clone(),
                 captured: Vec::new(),
             };
@@ -267,6 +295,47 @@ fn visit_last_tokens(
         batches: plan.len(),
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The mean of `rows` (one row is returned as is), summed in f64.
+fn mean_of<'a>(mut rows: impl Iterator<Item = &'a Vec<f32>>) -> Vec<f32> {
+    let first = rows.next().cloned().unwrap_or_default();
+    let mut sum: Vec<f64> = first.iter().map(|&x| f64::from(x)).collect();
+    let mut n = 1usize;
+    for row in rows {
+        n += 1;
+        for (s, &x) in sum.iter_mut().zip(row) {
+            *s += f64::from(x);
+        }
+    }
+    match n {
+        1 => first,
+        _ => sum.into_iter().map(|s| (s / n as f64) as f32).collect(),
+    }
+}
+
+/// The ids `--read last-content` skips among those `pairs` use: the tokenizer's special added
+/// tokens and tokens that decode to whitespace only (a chat template's line breaks). Sorted.
+pub fn template_tokens(tokenizer: &Tokenizer, pairs: &[TokenPair]) -> Vec<u32> {
+    let used: BTreeSet<u32> = pairs
+        .iter()
+        .flat_map(|p| p.positive.iter().chain(&p.negative).copied())
+        .collect();
+    let special: BTreeSet<u32> = tokenizer
+        .get_added_tokens_decoder()
+        .into_iter()
+        .filter(|(_, t)| t.special)
+        .map(|(id, _)| id)
+        .collect();
+    used.into_iter()
+        .filter(|id| {
+            special.contains(id)
+                || tokenizer
+                    .id_to_token(*id)
+                    .and_then(|_| tokenizer.decode(&[*id], false).ok())
+                    .is_some_and(|text| text.trim().is_empty())
+        })
+        .collect()
 }
 
 /// Trains one vector from tokenized pairs. Positives and negatives share forward calls, and
@@ -306,7 +375,9 @@ pub fn train(
         }
         vectors.insert(l, v);
     }
-    Ok((SteeringVector::new(vectors), stats))
+    let mut vector = SteeringVector::new(vectors);
+    vector.layer_type = opts.layer_type.name().to_string();
+    Ok((vector, stats))
 }
 
 /// The last-token activations of both sides of every pair, per layer and in pair order.

@@ -71,6 +71,21 @@ pub struct Provenance {
     pub seconds: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_version: Option<String>,
+    /// How the per-pair differences became the vector (`--aggregator`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregator: Option<String>,
+    /// Which tokens were read: a token index (`-1` is the last), `last-content` or
+    /// `suffix-mean`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_token: Option<String>,
+    /// Each layer's vector was scaled to unit norm (`--normalize`).
+    #[serde(default, deserialize_with = "lenient")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub normalized: Option<bool>,
+    /// Each side went through the model's chat template (`--chat`).
+    #[serde(default, deserialize_with = "lenient")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat: Option<bool>,
     /// Keys of other writers, as strings.
     #[serde(flatten)]
     pub extra: BTreeMap<String, String>,

@@ -123,7 +123,8 @@ fn candidate_scores_match_hf_in_every_setup() {
                 );
             }
         }
-        let base = baseline(m.model.as_ref(), &tokens, &[], &opts, &bar).unwrap();
+        let point = train_vector::model::LayerType::DecoderBlock;
+        let base = baseline(m.model.as_ref(), &tokens, &[], point, &opts, &bar).unwrap();
         let all = steered(
             m.model.as_ref(),
             &tokens,

@@ -7,7 +7,9 @@ use crate::common::{bin, tiny_model_dir, Golden};
 use candle_core::{DType, Device, Tensor};
 use train_vector::data::{load_pairs, ContrastType, DataSource};
 use train_vector::model::ModelSpec;
-use train_vector::model::{load_model, LayerHook, LoadOptions, LogitPositions, NoHook, TokenBatch};
+use train_vector::model::{
+    load_model, LayerHook, LayerType, LoadOptions, LogitPositions, NoHook, TokenBatch,
+};
 use train_vector::steer::Steering;
 use train_vector::train::tokenize_pairs;
 use train_vector::vector::SteeringVector;
@@ -15,11 +17,15 @@ use train_vector::vector::SteeringVector;
 struct LastToken(BTreeMap<usize, Vec<f32>>);
 
 impl LayerHook for LastToken {
-    fn after_block(
+    fn at(
         &mut self,
         layer: usize,
+        point: LayerType,
         residual: &Tensor,
     ) -> train_vector::Result<Option<Tensor>> {
+        if point != LayerType::DecoderBlock {
+            return Ok(None);
+        }
         let t = residual.dim(1)?;
         let last: Vec<f32> = residual.get(0)?.get(t - 1)?.to_vec1()?;
         self.0.insert(layer, last);

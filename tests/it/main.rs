@@ -12,6 +12,7 @@ mod crash_safety;
 mod data_quality;
 mod demo_model;
 mod evaluate;
+mod knobs;
 mod parity;
 mod real_data;
 mod serve;

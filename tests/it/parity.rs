@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use train_vector::data::ContrastPair;
 use train_vector::layers::LayerSpec;
 use train_vector::model::{
-    load_model, DecoderModel, LayerHook, LoadOptions, ModelSpec, TokenBatch,
+    load_model, DecoderModel, LayerHook, LayerType, LoadOptions, ModelSpec, TokenBatch,
 };
 use train_vector::train::{tokenize_pairs, train, LayerVectors, TrainOptions};
 
@@ -24,11 +24,15 @@ const BATCH_TOL: f64 = 1e-5;
 struct RecordAll(BTreeMap<usize, Tensor>);
 
 impl LayerHook for RecordAll {
-    fn after_block(
+    fn at(
         &mut self,
         layer: usize,
+        point: LayerType,
         residual: &Tensor,
     ) -> train_vector::Result<Option<Tensor>> {
+        if point != LayerType::DecoderBlock {
+            return Ok(None);
+        }
         self.0.insert(layer, residual.clone());
         Ok(None)
     }
@@ -46,7 +50,7 @@ fn residuals(model: &dyn DecoderModel, seqs: &[&[u32]]) -> (BTreeMap<usize, Tens
 fn golden_pairs(g: &Golden) -> Vec<ContrastPair> {
     g.pairs()
         .into_iter()
-        .map(|(positive, negative)| ContrastPair { positive, negative })
+        .map(|(positive, negative)| ContrastPair::new(positive, negative))
         .collect()
 }
 
