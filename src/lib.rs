@@ -2,8 +2,10 @@
 //!
 //! The pipeline reads top to bottom: [`data`] loads contrast pairs, [`layers`] resolves which
 //! decoder blocks to read, [`model`] runs the forward pass with hooks, [`train`] turns captured
-//! activations into a mean-difference vector, and [`vector`] writes and reads the result.
+//! activations into a mean-difference vector ([`aggregate`] holds the other ways to turn
+//! them into a direction), and [`vector`] writes and reads the result.
 
+pub mod aggregate;
 pub mod benchmark;
 pub mod chat;
 pub mod cli;

@@ -4,6 +4,7 @@
 
 #![allow(clippy::print_stderr, clippy::print_stdout)]
 
+mod aggregate;
 mod benchmark;
 mod cli;
 mod common;
