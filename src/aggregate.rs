@@ -96,7 +96,7 @@ impl FromStr for Aggregator {
                     .iter()
                     .map(|a| format!("`{}`", a.name()))
                     .collect();
-                Error::new(format!("invalid value `{name}` for `--aggregator`"))
+                Error::new(format!("unknown aggregator `{name}`"))
                     .with_hint(format!("use one of {}", names.join(", ")))
             })
     }
@@ -275,7 +275,7 @@ mod tests {
         }
         assert_eq!(Aggregator::default(), Aggregator::Mean);
         let e = "pca_diff".parse::<Aggregator>().unwrap_err();
-        assert_eq!(e.message(), "invalid value `pca_diff` for `--aggregator`");
+        assert_eq!(e.message(), "unknown aggregator `pca_diff`");
         assert_eq!(
             e.hint(),
             Some("use one of `mean`, `pca`, `logistic`, `pca-diff`, `pca-center`")

@@ -12,6 +12,7 @@ pub mod units;
 
 pub use units::ReadAt;
 
+use crate::aggregate::{aggregate, normalize, Aggregator};
 use crate::data::ContrastPair;
 use crate::error::{Error, Result};
 use crate::model::{DecoderModel, LayerHook, LayerType, TokenBatch};
@@ -92,6 +93,8 @@ pub struct TrainOptions {
     pub read: ReadAt,
     /// Ids [`ReadAt::LastContent`] skips, sorted (see [`template_tokens`]).
     pub template_tokens: Vec<u32>,
+    /// How each layer's per-pair differences become its vector.
+    pub aggregator: Aggregator,
     /// Scale each layer's vector to unit length.
     pub normalize: bool,
 }
@@ -109,6 +112,7 @@ impl Default for TrainOptions {
             layer_type: LayerType::DecoderBlock,
             read: ReadAt::default(),
             template_tokens: Vec::new(),
+            aggregator: Aggregator::Mean,
             normalize: false,
         }
     }
@@ -339,13 +343,43 @@ pub fn template_tokens(tokenizer: &Tokenizer, pairs: &[TokenPair]) -> Vec<u32> {
 }
 
 /// Trains one vector from tokenized pairs. Positives and negatives share forward calls, and
-/// the batching is ours to choose: results do not depend on it beyond float noise. The
-/// vector's provenance is left for the caller to fill.
+/// the batching is ours to choose: results do not depend on it beyond float noise. The mean
+/// keeps running sums; the other aggregators hold every pair's activations (two f32 vectors per
+/// pair and layer). The vector's provenance is left for the caller to fill.
 pub fn train(
     model: &dyn DecoderModel,
     pairs: &[TokenPair],
     opts: &TrainOptions,
 ) -> Result<(SteeringVector, TrainStats)> {
+    let (mut vectors, stats) = match opts.aggregator {
+        Aggregator::Mean => mean_difference(model, pairs, opts)?,
+        method => {
+            let start = Instant::now();
+            let (acts, mut stats) = pair_activations_with_stats(model, pairs, opts)?;
+            let mut vectors = LayerVectors::new();
+            for (layer, a) in acts {
+                let v = aggregate(method, &a.positive, &a.negative)
+                    .map_err(|e| e.context(format!("`--aggregator {method}` at layer {layer}")))?;
+                vectors.insert(layer, v);
+            }
+            stats.seconds = start.elapsed().as_secs_f64();
+            (vectors, stats)
+        }
+    };
+    if opts.normalize {
+        vectors.values_mut().for_each(|v| normalize(v));
+    }
+    let mut vector = SteeringVector::new(vectors);
+    vector.layer_type = opts.layer_type.name().to_string();
+    Ok((vector, stats))
+}
+
+/// `mean(act_pos - act_neg)` per layer from running sums.
+fn mean_difference(
+    model: &dyn DecoderModel,
+    pairs: &[TokenPair],
+    opts: &TrainOptions,
+) -> Result<(LayerVectors, TrainStats)> {
     let hidden = model.hidden_size();
     // sum(pos) - sum(neg) per layer, in f64 so the order of batches cannot matter.
     let mut sums: BTreeMap<usize, Vec<f64>> = opts
@@ -375,9 +409,7 @@ pub fn train(
         }
         vectors.insert(l, v);
     }
-    let mut vector = SteeringVector::new(vectors);
-    vector.layer_type = opts.layer_type.name().to_string();
-    Ok((vector, stats))
+    Ok((vectors, stats))
 }
 
 /// The last-token activations of both sides of every pair, per layer and in pair order.
@@ -392,6 +424,14 @@ pub fn pair_activations(
     pairs: &[TokenPair],
     opts: &TrainOptions,
 ) -> Result<BTreeMap<usize, PairActivations>> {
+    Ok(pair_activations_with_stats(model, pairs, opts)?.0)
+}
+
+fn pair_activations_with_stats(
+    model: &dyn DecoderModel,
+    pairs: &[TokenPair],
+    opts: &TrainOptions,
+) -> Result<(BTreeMap<usize, PairActivations>, TrainStats)> {
     let mut out: BTreeMap<usize, PairActivations> = opts
         .layers
         .iter()
@@ -406,7 +446,7 @@ pub fn pair_activations(
             )
         })
         .collect();
-    visit_last_tokens(model, pairs, opts, |layer, pair, positive, act| {
+    let stats = visit_last_tokens(model, pairs, opts, |layer, pair, positive, act| {
         let slot = out
             .get_mut(&layer)
             .ok_or_else(|| Error::new(format!("layer {layer} was not requested")))?;
@@ -418,7 +458,7 @@ pub fn pair_activations(
         side[pair] = act.to_vec();
         Ok(())
     })?;
-    Ok(out)
+    Ok((out, stats))
 }
 
 /// Fraction of pairs whose positive side projects further along `v` than the negative side.

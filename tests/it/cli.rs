@@ -764,3 +764,43 @@ fn streamed_training_writes_the_same_vector() {
         );
     }
 }
+
+#[test]
+fn bad_training_knobs() {
+    assert_fails(&["--aggregator", "median"], "unknown aggregator `median`");
+    assert_fails(&["--read", "sideways"], "unknown read mode `sideways`");
+    assert_fails(&["--read", "-2"], "`-2` is a token index");
+    assert_fails(
+        &["--layer-type", "attention"],
+        "unknown layer type `attention`",
+    );
+    let err = assert_fails(
+        &["--read-token-index", "5000"],
+        "`--read-token-index 5000` is outside pair 0 (positive), which has",
+    );
+    assert!(err.contains("theory_of_mind.json"), "{err}");
+    assert_fails(&["--read-token-index", "-400"], "outside pair 0 (positive)");
+}
+
+#[test]
+fn pair_files_of_unknown_shape_name_the_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (text, needle) in [
+        (
+            r#"[{"question": "a", "answer": "b"}]"#,
+            "entry 0 is not a contrast pair",
+        ),
+        (
+            r#"[{"positive": "a", "negative": "b"}, {"positive": "c", "negativ": "d"}]"#,
+            "entry 1 has no `negative` field",
+        ),
+        (
+            r#"[{"positive": "a", "negative": "b", "prompt": 4}]"#,
+            "entry 0 field `prompt` is a number",
+        ),
+    ] {
+        let file = write(tmp.path(), "custom.json", text);
+        let err = assert_fails(&["--pairs", file.to_str().unwrap()], needle);
+        assert!(err.contains("custom.json"), "{err}");
+    }
+}

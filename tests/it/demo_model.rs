@@ -13,13 +13,15 @@
 use std::path::PathBuf;
 
 use candle_core::{DType, Device};
+use train_vector::chat::ChatFormat;
 use train_vector::data::{load_pairs, ContrastType, DataSource};
 use train_vector::evaluate::score::steered;
 use train_vector::evaluate::{ScoreOptions, Setup, TokenizedItem};
 use train_vector::model::ModelSpec;
 use train_vector::model::{load_model, LoadOptions, LoadedModel};
 use train_vector::train::{
-    pair_activations, projection_accuracy, tokenize_pairs, train, TokenPair, TrainOptions,
+    pair_activations, projection_accuracy, template_tokens, tokenize_pairs, train, ReadAt,
+    TokenPair, TrainOptions,
 };
 use train_vector::vector::SteeringVector;
 
@@ -36,8 +38,10 @@ fn demo_dir() -> Option<PathBuf> {
 }
 
 /// Trains on the first 20 ToM pairs, as `tests/fixtures/make_demo_golden.py` did with HF
-/// transformers loading the same GGUF and steering-vectors, and compares every layer.
-fn assert_matches_hf(model_dir: &str, golden: &str) {
+/// transformers loading the same GGUF and steering-vectors, and compares every layer: as they
+/// are (`vector_all`), or in the model's chat format read at the last content token
+/// (`vector_chat`).
+fn assert_matches_hf(model_dir: &str, golden: &str, chat: bool) {
     let Some(dir) = demo_cache().map(|c| c.join(model_dir)) else {
         return;
     };
@@ -67,22 +71,27 @@ fn assert_matches_hf(model_dir: &str, golden: &str) {
         m.tokenizer.encode(probe, true).unwrap().get_ids(),
         ids.as_slice()
     );
-    let pairs = load_pairs(&DataSource::Shipped, ContrastType::Tom, Some(20))
+    let mut pairs = load_pairs(&DataSource::Shipped, ContrastType::Tom, Some(20))
         .unwrap()
         .pairs;
+    if chat {
+        let format = ChatFormat::detect(&m.tokenizer);
+        pairs = pairs.iter().map(|p| p.in_chat(format)).collect();
+    }
     let tokens = tokenize_pairs(&m.tokenizer, &pairs, m.model.as_ref()).unwrap();
-    let opts = TrainOptions {
+    let mut opts = TrainOptions {
         layers: (0..m.model.num_layers()).collect(),
-        max_pairs_per_batch: None,
-        max_batch_tokens: 4096,
-        progress: false,
-        shared_prefix: true,
         ..Default::default()
     };
+    if chat {
+        opts.read = ReadAt::LastContent;
+        opts.template_tokens = template_tokens(&m.tokenizer, &tokens);
+    }
     let (got, _) = train(m.model.as_ref(), &tokens, &opts).unwrap();
+    let key = if chat { "vector_chat" } else { "vector_all" };
     let mut worst = f64::MAX;
     for (k, v) in &got.layer_activations {
-        let w: Vec<f32> = want[&format!("vector_all.layer{k}")].to_vec1().unwrap();
+        let w: Vec<f32> = want[&format!("{key}.layer{k}")].to_vec1().unwrap();
         let dot: f64 = v
             .iter()
             .zip(&w)
@@ -108,17 +117,22 @@ fn assert_matches_hf(model_dir: &str, golden: &str) {
             diff / nb
         );
     }
-    eprintln!("{model_dir}: worst cosine against HF {worst:.8}");
+    eprintln!("{model_dir} {key}: worst cosine against HF {worst:.8}");
 }
 
 #[test]
 fn gemma3_gguf_vector_matches_hf() {
-    assert_matches_hf("gemma-3-270m", "demo-gemma3");
+    assert_matches_hf("gemma-3-270m", "demo-gemma3", false);
+}
+
+#[test]
+fn gemma3_chat_formatted_vector_read_at_the_last_content_token_matches_hf() {
+    assert_matches_hf("gemma-3-270m", "demo-gemma3", true);
 }
 
 #[test]
 fn smollm2_gguf_vector_matches_hf_with_the_rebuilt_tokenizer() {
-    assert_matches_hf("smollm2-135m-instruct", "demo-smollm2");
+    assert_matches_hf("smollm2-135m-instruct", "demo-smollm2", false);
 }
 
 /// A vector trained on two thirds of the first 150 pairs, and the held-out third.

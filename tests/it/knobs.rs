@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::common::{cosine, fixtures, rel_l2, Golden};
+use crate::common::{cosine, fixtures, rel_l2, run, stderr, Golden};
 use candle_core::{DType, Device};
 use train_vector::data::ContrastPair;
 use train_vector::model::{
@@ -172,4 +172,137 @@ fn steering_at_each_layer_type_matches_steering_vectors_apply() {
             }
         }
     }
+}
+
+/// Trains the first 40 ToM pairs with `extra` flags; the vector and its sidecar.
+fn cli_train(out: &std::path::Path, extra: &[&str]) -> (SteeringVector, serde_json::Value) {
+    let model = fixtures().join("tiny-gemma2");
+    let mut args = vec![
+        "--model",
+        model.to_str().unwrap(),
+        "--num-samples",
+        "40",
+        "--no-progress",
+        "--overwrite",
+        "--output-dir",
+        out.to_str().unwrap(),
+    ];
+    if !extra.contains(&"--pairs") {
+        args.extend(["--contrast-type", "tom"]);
+    }
+    args.extend_from_slice(extra);
+    let o = run(&args);
+    assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+    let st = String::from_utf8(o.stdout).unwrap();
+    let file = st.lines().find(|l| l.ends_with(".safetensors")).unwrap();
+    let json = st.lines().find(|l| l.ends_with(".json")).unwrap();
+    let meta = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    (
+        SteeringVector::load(std::path::Path::new(file)).unwrap(),
+        meta,
+    )
+}
+
+fn norm(v: &[f32]) -> f64 {
+    v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt()
+}
+
+#[test]
+fn knobs_are_recorded_and_every_aggregator_is_deterministic() {
+    let tmp = tempfile::tempdir().unwrap();
+    for method in ["mean", "pca", "logistic", "pca-diff", "pca-center"] {
+        let flags = [
+            "--aggregator",
+            method,
+            "--layer-type",
+            "mlp",
+            "--read",
+            "suffix-mean",
+        ];
+        let (a, meta) = cli_train(&tmp.path().join("a"), &flags);
+        assert_eq!(meta["aggregator"], method);
+        assert_eq!(meta["layer_type"], "mlp");
+        assert_eq!(meta["read_token"], "suffix-mean");
+        assert_eq!(meta["normalized"], false);
+        assert_eq!(a.layer_type, "mlp");
+        // The same command again: the same bits.
+        let (again, _) = cli_train(&tmp.path().join("b"), &flags);
+        assert_eq!(again.layer_activations, a.layer_activations, "{method}");
+        // Other batchings: the same vector up to float noise in the activations.
+        let batched = [
+            &flags[..],
+            &["--batch-size", "3", "--max-batch-tokens", "300"],
+        ]
+        .concat();
+        let (other, _) = cli_train(&tmp.path().join("c"), &batched);
+        for (k, v) in &a.layer_activations {
+            let err = rel_l2(&other.layer_activations[k], v);
+            assert!(err <= 1e-5, "{method} layer {k}: {err:e}");
+            if method != "mean" {
+                assert!((norm(v) - 1.0).abs() < 1e-5, "{method} layer {k}: not unit");
+            }
+        }
+    }
+}
+
+#[test]
+fn normalize_and_read_index_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (plain, _) = cli_train(&tmp.path().join("a"), &["--read-token-index", "-2"]);
+    let (unit, meta) = cli_train(
+        &tmp.path().join("b"),
+        &["--read-token-index", "-2", "--normalize"],
+    );
+    assert_eq!(meta["read_token"], "-2");
+    assert_eq!(meta["normalized"], true);
+    for (k, v) in &unit.layer_activations {
+        assert!((norm(v) - 1.0).abs() < 1e-6, "layer {k}");
+        assert!(
+            cosine(v, &plain.layer_activations[k]) > 0.999999,
+            "layer {k}"
+        );
+    }
+}
+
+#[test]
+fn export_refuses_vectors_read_inside_the_block() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, meta) = cli_train(&tmp.path().join("a"), &["--layer-type", "self_attn"]);
+    let file = tmp.path().join("a").join(format!(
+        "{}.safetensors",
+        meta["filename"].as_str().unwrap()
+    ));
+    let gguf = tmp.path().join("v.gguf");
+    for extra in [&[][..], &["--layer-type", "mlp"][..]] {
+        let mut args = vec!["export", "--vector", file.to_str().unwrap(), "-o"];
+        args.push(gguf.to_str().unwrap());
+        args.extend_from_slice(extra);
+        let o = run(&args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains("GGUF export is decoder_block only"), "{err}");
+        assert!(!gguf.exists());
+    }
+}
+
+#[test]
+fn pair_files_with_prompts_train_in_chat_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pairs = tmp.path().join("kindness.json");
+    std::fs::write(
+        &pairs,
+        r#"[{"prompt": "How was the trip?", "positive": "Lovely, thank you.", "negative": "Awful.", "id": 1},
+            {"prompt": "Any advice?", "positive": "Take your time.", "negative": "Give up.", "id": 2}]"#,
+    )
+    .unwrap();
+    let p = pairs.to_str().unwrap();
+    let (plain, meta) = cli_train(&tmp.path().join("a"), &["--pairs", p]);
+    assert_eq!(meta["contrast_type"], "kindness");
+    assert_eq!(meta["chat"], false);
+    assert_eq!(meta["read_token"], "-1");
+    let (chat, meta) = cli_train(&tmp.path().join("b"), &["--pairs", p, "--chat"]);
+    assert_eq!(meta["chat"], true);
+    assert_eq!(meta["read_token"], "last-content");
+    assert!(meta["filename"].as_str().unwrap().starts_with("kindness_"));
+    assert!(rel_l2(&chat.layer_activations[&3], &plain.layer_activations[&3]) > 1e-2);
 }
