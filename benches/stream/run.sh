@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Weight streaming on a model larger than its budget: a random Gemma-2 of the gemma-2-2b shape
 # (26 blocks, bf16 on disk, about 5.2 GB; made by benches/compare/make_model.py), trained on
-# ToM pairs in memory and with `--max-memory` far below the weights' size, whole processes:
-# wall time and peak RSS of each, and how close the two vectors are.
+# ToM pairs in memory, with `--max-memory` far below the weights' size, and streamed although
+# it fits (`--stream-weights`), whole processes: wall time and peak RSS of each, and how close
+# the streamed vectors are to the in-memory one.
 #
 #   benches/stream/run.sh [--pairs 20] [--max-memory 1.5GB]
 #
@@ -35,19 +36,21 @@ run() { # name, extra flags...
   read -r wall rss < "$OUT/$name.time"
   printf '%-10s wall %7.1f s  peak RSS %7.0f MB\n' "$name" "$wall" "$((rss / 1024))"
 }
-run in-memory --max-memory 64GB
+run in-memory --max-memory 64GB --stream-weights=false
 run streamed --max-memory "$BUDGET"
+run stream-all --max-memory 64GB
 grep -h "read one at a time" "$OUT/streamed.log" >&2 || { echo "the budget did not make it stream" >&2; exit 1; }
 "$VENV/bin/python" - "$OUT" <<'PY'
 import glob, sys
 from safetensors.numpy import load_file
 out = sys.argv[1]
 a = load_file(glob.glob(f"{out}/in-memory/*.safetensors")[0])
-b = load_file(glob.glob(f"{out}/streamed/*.safetensors")[0])
 import numpy as np
-for k in sorted(a, key=lambda s: int(s.split("_")[1])):
-    x, y = a[k].astype(np.float64), b[k].astype(np.float64)
-    cos = x @ y / np.linalg.norm(x) / np.linalg.norm(y)
-    rel = np.linalg.norm(x - y) / np.linalg.norm(x)
-    print(f"{k}: cosine {cos:.9f}, relative L2 {rel:.2e}")
+for run in ("streamed", "stream-all"):
+    b = load_file(glob.glob(f"{out}/{run}/*.safetensors")[0])
+    for k in sorted(a, key=lambda s: int(s.split("_")[1])):
+        x, y = a[k].astype(np.float64), b[k].astype(np.float64)
+        cos = x @ y / np.linalg.norm(x) / np.linalg.norm(y)
+        rel = np.linalg.norm(x - y) / np.linalg.norm(x)
+        print(f"{run} {k}: cosine {cos:.9f}, relative L2 {rel:.2e}")
 PY

@@ -87,7 +87,7 @@ pub struct EvaluateArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
-    /// Padded tokens per forward batch [default: 4096 on CPU, 32768 on CUDA]
+    /// Padded tokens per forward batch [default: 1024 on CPU, 32768 on CUDA]
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub max_batch_tokens: Option<usize>,
 

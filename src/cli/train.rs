@@ -50,7 +50,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub batch_size: Option<usize>,
 
-    /// Padded tokens per forward batch [default: 4096 on CPU, 32768 on CUDA]
+    /// Padded tokens per forward batch [default: 1024 on CPU, 32768 on CUDA]
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub max_batch_tokens: Option<usize>,
 
@@ -80,9 +80,12 @@ pub struct TrainArgs {
     #[arg(long, value_name = "SIZE")]
     pub max_memory: Option<ByteSize>,
 
-    /// Read blocks one at a time even if they would all fit (memory for about two blocks)
-    #[arg(long)]
-    pub stream_weights: bool,
+    /// Read blocks from the checkpoint one at a time as all pairs run through them (memory for
+    /// about two blocks), even if they would all fit. `=false` holds every block when they fit
+    /// the memory budget [default: true on CPU, where each block runs once either way at the
+    /// same speed; on CUDA only when they do not fit]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub stream_weights: Option<bool>,
 
     /// Run both sides of every pair in full, even where they share a prefix (the vector is
     /// the same either way; for comparisons)
@@ -156,7 +159,8 @@ pub struct TrainConfig {
     pub overwrite: bool,
     pub shared_prefix: bool,
     pub max_memory: Option<u64>,
-    pub stream_weights: bool,
+    /// `--stream-weights` as given; unset picks by device.
+    pub stream_weights: Option<bool>,
     pub layer_type: LayerType,
     pub read: ReadAt,
     pub chat: bool,
@@ -342,7 +346,8 @@ fn open_model(cfg: &TrainConfig) -> Result<Session> {
     let budget = cfg
         .max_memory
         .or_else(|| (!device.is_cuda()).then(memory::available).flatten());
-    let plan = memory::plan(&blocks, working, budget, cfg.stream_weights)?;
+    let always_stream = cfg.stream_weights.unwrap_or(!device.is_cuda());
+    let plan = memory::plan(&blocks, working, budget, always_stream)?;
     let mut opts = LoadOptions::for_training(device.clone(), dtype, Some(deepest + 1));
     opts.stream_blocks = plan.stream;
     let loaded = load_model(spec, &opts)?;

@@ -118,12 +118,14 @@ impl Default for TrainOptions {
     }
 }
 
-/// The default token budget per forward call: what fits comfortably on each kind of device.
+/// The default token budget per forward call: what fits comfortably on each kind of device. On
+/// the CPU, 1,024 tokens already keep the matrix products at full speed, and the forward's
+/// working memory (about 190 MB on Gemma-2 2B's shape) stays below two blocks' weights.
 pub fn default_max_batch_tokens(device: &candle_core::Device) -> usize {
     if device.is_cuda() {
         32768
     } else {
-        4096
+        1024
     }
 }
 

@@ -722,8 +722,8 @@ fn bad_memory_budgets() {
     assert!(err.contains("hint: allow at least"), "{err}");
 }
 
-/// Streaming the blocks (forced, or because the budget is small) writes the vector a normal
-/// run writes.
+/// Streaming the blocks (by default on the CPU, forced, or because the budget is small) writes
+/// the vector a run holding every block writes.
 #[test]
 fn streamed_training_writes_the_same_vector() {
     let tmp = tempfile::tempdir().unwrap();
@@ -752,11 +752,18 @@ fn streamed_training_writes_the_same_vector() {
             .to_string();
         (SteeringVector::load(Path::new(&path)).unwrap(), stderr(&o))
     };
-    let (plain, log) = train(&tmp.path().join("a"), &[]);
+    let (plain, log) = train(&tmp.path().join("a"), &["--stream-weights=false"]);
     assert!(!log.contains("read one at a time"), "{log}");
-    // The same batches either way, so the same vector bit for bit.
-    for extra in [&["--stream-weights"][..], &["--max-memory", "760KiB"]] {
-        let (streamed, log) = train(&tmp.path().join(extra[0].trim_start_matches('-')), extra);
+    // The same batches either way, so the same vector bit for bit. On the CPU, streaming is
+    // the default.
+    let runs: [&[&str]; 4] = [
+        &[],
+        &["--stream-weights"],
+        &["--stream-weights=true"],
+        &["--max-memory", "760KiB", "--stream-weights=false"],
+    ];
+    for (i, extra) in runs.into_iter().enumerate() {
+        let (streamed, log) = train(&tmp.path().join(i.to_string()), extra);
         assert!(log.contains("read one at a time"), "{extra:?}: {log}");
         assert_eq!(
             streamed.layer_activations, plain.layer_activations,
