@@ -96,17 +96,22 @@ impl CustomOp2 for Gated {
         let mut out = vec![0f32; g.len()];
         let threads = candle_core::utils::get_num_threads().max(1);
         let chunk = g.len().div_ceil(threads).max(1 << 14);
+        let run = |(o, (g, u)): (&mut [f32], (&[f32], &[f32]))| {
+            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                *o = self.apply(g, u);
+            }
+        };
+        let mut parts = out
+            .chunks_mut(chunk)
+            .zip(g.chunks(chunk).zip(u.chunks(chunk)));
+        let first = parts.next();
+        // The other chunks on their own threads, the first on this one.
         std::thread::scope(|s| {
-            for ((o, g), u) in out
-                .chunks_mut(chunk)
-                .zip(g.chunks(chunk))
-                .zip(u.chunks(chunk))
-            {
-                s.spawn(move || {
-                    for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-                        *o = self.apply(g, u);
-                    }
-                });
+            for part in parts {
+                s.spawn(move || run(part));
+            }
+            if let Some(part) = first {
+                run(part);
             }
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))

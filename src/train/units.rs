@@ -365,8 +365,12 @@ mod tests {
     #[test]
     fn plan_covers_every_row_once_within_budgets() {
         let lengths = [5, 40, 12, 12, 3, 40, 7, 100];
-        let weights = [1, 2, 1, 1, 2, 1, 1, 2];
-        for (max_sides, budget) in [(None, 80), (Some(2), 1000), (Some(3), 64), (None, 1)] {
+        // Pair units weigh 2 sides, shared-prefix rows 1; all ones is `plan_batches`' case.
+        let cases = [(None, 80), (Some(2), 1000), (Some(3), 64), (None, 1)];
+        for (weights, (max_sides, budget)) in [[1, 2, 1, 1, 2, 1, 1, 2], [1; 8]]
+            .into_iter()
+            .flat_map(|w| cases.map(|c| (w, c)))
+        {
             let plan = plan(&lengths, &weights, max_sides, budget);
             let mut seen: Vec<usize> = plan.iter().flatten().copied().collect();
             seen.sort_unstable();

@@ -20,6 +20,16 @@ pub fn run(args: &[&str]) -> Output {
     bin().args(args).output().unwrap()
 }
 
+/// Runs a command that must succeed and returns the path it printed ending in `ext`
+/// (training prints its three saved files, one per line).
+pub fn saved(args: &[&str], ext: &str) -> PathBuf {
+    let o = run(args);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    let out = stdout(&o);
+    let path = out.lines().find(|l| l.ends_with(ext));
+    PathBuf::from(path.unwrap_or_else(|| panic!("no `{ext}` path in {out:?}")))
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

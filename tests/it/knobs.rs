@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::common::{cosine, fixtures, rel_l2, run, stderr, Golden};
+use crate::common::{cosine, fixtures, rel_l2, run, saved, stderr, Golden};
 use candle_core::{DType, Device};
 use train_vector::data::ContrastPair;
 use train_vector::model::{
@@ -191,16 +191,10 @@ fn cli_train(out: &std::path::Path, extra: &[&str]) -> (SteeringVector, serde_js
         args.extend(["--contrast-type", "tom"]);
     }
     args.extend_from_slice(extra);
-    let o = run(&args);
-    assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
-    let st = String::from_utf8(o.stdout).unwrap();
-    let file = st.lines().find(|l| l.ends_with(".safetensors")).unwrap();
-    let json = st.lines().find(|l| l.ends_with(".json")).unwrap();
+    let file = saved(&args, ".safetensors");
+    let json = file.with_extension("json");
     let meta = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
-    (
-        SteeringVector::load(std::path::Path::new(file)).unwrap(),
-        meta,
-    )
+    (SteeringVector::load(&file).unwrap(), meta)
 }
 
 fn norm(v: &[f32]) -> f64 {

