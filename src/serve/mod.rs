@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod engine;
+mod errors;
 pub mod text;
 pub mod vectors;
 
