@@ -5,8 +5,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body as RawBody, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, Sse};
@@ -19,7 +18,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::engine::{Event, Finish, Job};
 pub use super::errors::{authorize, ApiError};
-use super::errors::{parse, ApiResult};
+use super::errors::{parse, read_body, ApiResult};
 use super::text::TextStream;
 use super::Shared;
 use crate::chat::{Message, Role};
@@ -227,7 +226,7 @@ enum Kind {
 pub async fn completions(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    body: RawBody,
 ) -> Response {
     respond(shared, headers, body, Kind::Text).await
 }
@@ -235,18 +234,17 @@ pub async fn completions(
 pub async fn chat_completions(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    body: RawBody,
 ) -> Response {
     respond(shared, headers, body, Kind::Chat).await
 }
 
-async fn respond(
-    shared: Arc<Shared>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
-    kind: Kind,
-) -> Response {
-    match start(&shared, &headers, body, kind) {
+async fn respond(shared: Arc<Shared>, headers: HeaderMap, body: RawBody, kind: Kind) -> Response {
+    let body = match read_body(&headers, body, shared.limits.max_body).await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
+    match start(&shared, &headers, &body, kind) {
         Ok((plan, rx)) if plan.stream => stream_response(shared, plan, rx, kind).into_response(),
         Ok((plan, rx)) => whole_response(&shared, plan, rx, kind)
             .await
@@ -258,7 +256,7 @@ async fn respond(
 fn start(
     shared: &Shared,
     headers: &HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    body: &Bytes,
     kind: Kind,
 ) -> ApiResult<(Plan, UnboundedReceiver<Event>)> {
     authorize(shared, headers)?;

@@ -1,11 +1,13 @@
 //! The API's errors as OpenAI sends them (a JSON body with a 4xx status, naming the field), the
-//! API key check and request-body parsing.
+//! API key check, and reading and parsing request bodies.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use super::Shared;
@@ -79,14 +81,57 @@ pub fn authorize(shared: &Shared, headers: &HeaderMap) -> ApiResult<()> {
     }
 }
 
+/// How much of an oversized body is read and dropped before the 413 goes out, as a multiple of
+/// the limit, and for how long at most.
+const DRAIN_FACTOR: usize = 16;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// Reads a request body of at most `max` bytes. A longer one is answered 413, but only after
+/// the rest of it is read and dropped (up to `DRAIN_FACTOR` times the limit, within
+/// `DRAIN_TIME`): a client that sends its whole body before reading the answer, as most do,
+/// then gets the 413 instead of a connection reset while it is still writing.
+pub async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> ApiResult<Bytes> {
+    let too_large = || {
+        ApiError::bad(
+            "",
+            format!("cannot read the request body: it is larger than this server's limit of {max} bytes"),
+        )
+        .status(StatusCode::PAYLOAD_TOO_LARGE)
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let drain_cap = max.saturating_mul(DRAIN_FACTOR);
+    if declared.is_some_and(|n| n > drain_cap as u64) {
+        return Err(too_large());
+    }
+    let mut stream = body.into_data_stream();
+    let mut data = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad("", format!("cannot read the request body: {e}")))?;
+        if data.len() + chunk.len() > max {
+            let mut seen = data.len() + chunk.len();
+            let drain = async {
+                while let Some(Ok(chunk)) = stream.next().await {
+                    seen += chunk.len();
+                    if seen > drain_cap {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+            return Err(too_large());
+        }
+        data.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(data))
+}
+
 /// Parses a JSON body, naming the field that is wrong.
-pub fn parse<T: serde::de::DeserializeOwned>(
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> ApiResult<T> {
-    let body = body.map_err(|e| {
-        ApiError::bad("", format!("cannot read the request body: {e}")).status(e.status())
-    })?;
-    let value: Value = serde_json::from_slice(&body)
+pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad("", format!("the body is not valid JSON: {e}")))?;
     if !value.is_object() {
         return Err(ApiError::bad("", "the body must be a JSON object"));

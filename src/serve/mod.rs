@@ -13,7 +13,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::DefaultBodyLimit;
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
@@ -146,7 +145,6 @@ pub fn serve(
         .route("/api/vectors", get(api::vectors))
         .route("/api/info", get(api::info))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(opts.limits.max_body))
         .with_state(shared);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

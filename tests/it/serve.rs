@@ -13,7 +13,7 @@ use train_vector::vector::SteeringVector;
 
 use crate::common::{bin, run, saved, stderr, tiny_model_dir, Golden};
 
-/// A running server, stopped (with SIGTERM) when dropped.
+/// A running server, stopped (with SIGTERM) when dropped unless it has already exited.
 struct Server {
     child: Child,
     url: String,
@@ -22,6 +22,9 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -128,6 +131,33 @@ fn post_raw(url: &str, body: &str, headers: &[(&str, &str)]) -> (u16, Value) {
         Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap_or(Value::Null)),
         Err(e) => panic!("{url}: {e}"),
     }
+}
+
+/// Status and raw response of a POST whose body goes out in 64 KiB pieces with a pause between
+/// them, the response read only once the whole body is sent (as a slow uploader does).
+fn post_slowly(base: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::Write;
+    let addr = base.trim_start_matches("http://");
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).unwrap();
+    for piece in body.chunks(64 << 10) {
+        tcp.write_all(piece)
+            .unwrap_or_else(|e| panic!("{path}: the server stopped reading the body: {e}"));
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("{path}: not an HTTP response: {response:?}"));
+    (status, response)
 }
 
 fn get(url: &str) -> Value {
@@ -367,6 +397,20 @@ fn bad_requests_get_their_4xx_and_the_server_keeps_serving() {
         assert_eq!(r["error"]["type"], "invalid_request_error", "{r}");
         assert_eq!(completion(&s, good.clone()), want, "after {needle}");
     }
+    // A client that sends an oversized body slowly and reads only after sending all of it gets
+    // its 413 too, not a reset connection.
+    let (status, r) = post_slowly(
+        &s.url,
+        "/v1/completions",
+        json!({"prompt": big}).to_string().as_bytes(),
+    );
+    assert_eq!(status, 413, "{r}");
+    assert!(r.contains("larger than this server's limit"), "{r}");
+    assert_eq!(
+        completion(&s, good.clone()),
+        want,
+        "after a slow oversized body"
+    );
     // A client that leaves mid-stream stops its generation; the next request is served.
     let r = ureq::post(&url)
         .set("Content-Type", "application/json")
