@@ -240,7 +240,7 @@ pub async fn chat_completions(
 }
 
 async fn respond(shared: Arc<Shared>, headers: HeaderMap, body: RawBody, kind: Kind) -> Response {
-    let body = match read_body(&headers, body, shared.limits.max_body).await {
+    let body = match read_body(body, shared.limits.max_body).await {
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::body::{Body, Bytes, HttpBody};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
@@ -89,8 +89,9 @@ const DRAIN_TIME: Duration = Duration::from_secs(10);
 /// Reads a request body of at most `max` bytes. A longer one is answered 413, but only after
 /// the rest of it is read and dropped (up to `DRAIN_FACTOR` times the limit, within
 /// `DRAIN_TIME`): a client that sends its whole body before reading the answer, as most do,
-/// then gets the 413 instead of a connection reset while it is still writing.
-pub async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> ApiResult<Bytes> {
+/// then gets the 413 instead of a connection reset while it is still writing. A body whose
+/// declared length is past that is refused without reading.
+pub async fn read_body(body: Body, max: usize) -> ApiResult<Bytes> {
     let too_large = || {
         ApiError::bad(
             "",
@@ -98,16 +99,13 @@ pub async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> ApiResult
         )
         .status(StatusCode::PAYLOAD_TOO_LARGE)
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     let drain_cap = max.saturating_mul(DRAIN_FACTOR);
-    if declared.is_some_and(|n| n > drain_cap as u64) {
+    let declared = HttpBody::size_hint(&body).lower();
+    if declared > drain_cap as u64 {
         return Err(too_large());
     }
     let mut stream = body.into_data_stream();
-    let mut data = Vec::new();
+    let mut data = Vec::with_capacity(declared.min(max as u64) as usize);
     while let Some(chunk) = stream.next().await {
         let chunk =
             chunk.map_err(|e| ApiError::bad("", format!("cannot read the request body: {e}")))?;
